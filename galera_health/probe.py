@@ -1,0 +1,277 @@
+"""One poll of one node over its one persistent connection, every step under a deadline.
+
+The driver is mysql-connector-python in pure-Python mode, chosen explicitly: its C extension
+does not load on Debian 12 and the driver would silently fall back anyway; we test what we ship.
+With connection_timeout, read_timeout and write_timeout all set, every stall we know (no greeting,
+stalled auth, frozen server, blackholed address, stalled query) ends in bounded time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import mysql.connector
+from mysql.connector import errors as myerrors
+
+from .config import ConfigError, Credentials, NodeAddress, Timeouts
+from .verdict import Observation, ProbeError, Snapshot
+
+DRIVER_MODE = "pure"
+
+STATUS_NAMES = (
+    "wsrep_cluster_status",
+    "wsrep_local_state",
+    "wsrep_local_state_comment",
+    "wsrep_ready",
+    "wsrep_connected",
+    "wsrep_local_recv_queue",
+    "wsrep_cluster_size",
+    "wsrep_local_index",
+)
+VARIABLE_NAMES = (
+    "wsrep_on",
+    "wsrep_desync",
+    "wsrep_reject_queries",
+    "wsrep_sst_donor_rejects_queries",
+    "read_only",
+)
+
+
+def _names(names: tuple[str, ...]) -> str:
+    return ", ".join(f"'{n.upper()}'" for n in names)
+
+
+# One round trip for the whole picture. information_schema is readable by a USAGE-only user,
+# also on a node that is not ready.
+POLL_QUERY = (
+    "SELECT VARIABLE_NAME, VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS "
+    f"WHERE VARIABLE_NAME IN ({_names(STATUS_NAMES)}) "
+    "UNION ALL "
+    "SELECT VARIABLE_NAME, VARIABLE_VALUE FROM information_schema.GLOBAL_VARIABLES "
+    f"WHERE VARIABLE_NAME IN ({_names(VARIABLE_NAMES)})"
+)
+
+# MySQL error numbers we give a name to.
+ER_CON_COUNT_ERROR = 1040
+ER_ACCESS_DENIED_ERROR = 1045
+ER_UNKNOWN_COM_ERROR = 1047  # "WSREP has not yet prepared node for application use"
+ER_UNKNOWN_SYSTEM_VARIABLE = 1193
+ER_TOO_MANY_USER_CONNECTIONS = 1203
+ER_USER_LIMIT_REACHED = 1226
+ER_NOT_SUPPORTED_AUTH_MODE = 1251
+ER_STATEMENT_TIMEOUT = 1969
+CR_CONNECTION_ERROR = 2002
+CR_CONN_HOST_ERROR = 2003
+CR_UNKNOWN_HOST = 2005
+CR_SERVER_GONE_ERROR = 2006
+CR_SERVER_LOST = 2013
+CR_AUTH_PLUGIN_CANNOT_LOAD = 2059
+CR_SERVER_LOST_EXTENDED = 2055
+
+
+class Connection(Protocol):
+    """The part of a driver connection the probe uses (a test may stub it)."""
+
+    def cursor(self) -> Any: ...
+
+    def shutdown(self) -> None: ...
+
+
+Connector = Callable[..., Connection]
+
+
+def first_line(text: str, limit: int = 200) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def classify_error(exc: BaseException, timeouts: Timeouts, connecting: bool) -> ProbeError:
+    """Turn whatever the driver raised into a stable kind and one line for an operator."""
+    step = "while connecting" if connecting else "to the status query"
+    if isinstance(exc, myerrors.ConnectionTimeoutError):
+        return ProbeError(
+            "timeout",
+            f"no answer while connecting within {timeouts.connect} s "
+            "(TCP connect, greeting, TLS or auth stalled)",
+            timed_out=True,
+        )
+    if isinstance(exc, (myerrors.ReadTimeoutError, TimeoutError)):
+        limit = timeouts.connect if connecting else timeouts.read
+        return ProbeError("timeout", f"no answer {step} within {limit} s", timed_out=True)
+    if isinstance(exc, myerrors.WriteTimeoutError):
+        limit = timeouts.connect if connecting else timeouts.write
+        return ProbeError("timeout", f"could not send {step} within {limit} s", timed_out=True)
+    if isinstance(exc, ConfigError):
+        return ProbeError("config_error", str(exc))
+    if isinstance(exc, myerrors.Error):
+        errno = exc.errno or 0
+        message = first_line(exc.msg or str(exc))
+        if errno == ER_ACCESS_DENIED_ERROR:
+            return ProbeError(
+                "access_denied",
+                f"the agent's login was refused: {message}; check user and password",
+            )
+        if errno in (ER_CON_COUNT_ERROR, ER_TOO_MANY_USER_CONNECTIONS, ER_USER_LIMIT_REACHED):
+            return ProbeError(
+                "too_many_connections",
+                f"the agent could not get a connection: {message}; "
+                "connect over the Unix socket or raise max_connections",
+            )
+        if errno in (ER_NOT_SUPPORTED_AUTH_MODE, CR_AUTH_PLUGIN_CANNOT_LOAD) or (
+            "authentication plugin" in message.lower()
+        ):
+            return ProbeError(
+                "auth_plugin_unsupported",
+                f"{message}; give the monitor account mysql_native_password "
+                "(the driver has no ed25519 or PARSEC support)",
+            )
+        if errno == ER_STATEMENT_TIMEOUT:
+            return ProbeError(
+                "timeout",
+                f"the server stopped the status query at max_statement_time "
+                f"{timeouts.statement:g} s",
+                timed_out=True,
+            )
+        if errno == ER_UNKNOWN_SYSTEM_VARIABLE:
+            return ProbeError("unsupported_server", f"{message}: not a MariaDB Galera server")
+        if errno == ER_UNKNOWN_COM_ERROR:
+            return ProbeError("not_ready", message)
+        if errno in (CR_CONNECTION_ERROR, CR_CONN_HOST_ERROR, CR_UNKNOWN_HOST):
+            return ProbeError("unreachable", message)
+        if errno in (CR_SERVER_GONE_ERROR, CR_SERVER_LOST, CR_SERVER_LOST_EXTENDED):
+            return ProbeError("unreachable", f"connection lost: {message}")
+        return ProbeError("error", f"MySQL error {errno}: {message}" if errno else message)
+    if isinstance(exc, OSError):
+        return ProbeError("unreachable", first_line(f"{exc.strerror or exc}"))
+    return ProbeError("error", first_line(f"{type(exc).__name__}: {exc}"))
+
+
+def backoff_kinds() -> frozenset[str]:
+    """Errors where retrying every interval hurts the server or only fills its logs."""
+    return frozenset({"access_denied", "too_many_connections", "auth_plugin_unsupported"})
+
+
+class NodeProbe:
+    """Owns the connection to one node. Not thread-safe on purpose: the scheduler never runs
+    two polls of one node at once, so one connection per node is a fact, not a hope."""
+
+    def __init__(
+        self,
+        address: NodeAddress,
+        credentials: Credentials,
+        timeouts: Timeouts,
+        interval: float,
+        backoff_max: float,
+        connector: Connector | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.address = address
+        self.credentials = credentials
+        self.timeouts = timeouts
+        self.interval = interval
+        self.backoff_max = backoff_max
+        self._connector: Connector = connector or mysql.connector.connect
+        self._clock = clock
+        self._connection: Connection | None = None
+        self._provider_options: str | None = None
+        self._failures_in_backoff = 0
+        self._retry_at = 0.0
+        self._last_error: ProbeError | None = None
+        self.connects = 0
+
+    def _connect_arguments(self) -> dict[str, Any]:
+        arguments: dict[str, Any] = {
+            "user": self.credentials.user,
+            "password": self.credentials.password(),
+            "connection_timeout": self.timeouts.connect,
+            "read_timeout": self.timeouts.read,
+            "write_timeout": self.timeouts.write,
+            "use_pure": DRIVER_MODE == "pure",
+            "autocommit": True,
+            "allow_local_infile": False,
+            "conn_attrs": {"program_name": "galera-health"},
+        }
+        if self.address.unix_socket is not None:
+            arguments["unix_socket"] = self.address.unix_socket
+        else:
+            arguments["host"] = self.address.host
+            arguments["port"] = self.address.port
+        return arguments
+
+    def _open(self) -> Connection:
+        connection = self._connector(**self._connect_arguments())
+        try:
+            cursor = connection.cursor()
+            # A global wsrep_sync_wait would make SHOW STATUS wait (error 1205); a client read
+            # timeout does not stop the server's work, max_statement_time does.
+            cursor.execute(
+                "SET SESSION wsrep_sync_wait = 0, SESSION max_statement_time = "
+                f"{self.timeouts.statement:g}"
+            )
+            cursor.execute("SELECT @@GLOBAL.wsrep_provider_options")
+            row = cursor.fetchone()
+            cursor.close()
+        except BaseException:
+            connection.shutdown()
+            raise
+        self._provider_options = str(row[0]) if row and row[0] is not None else None
+        self.connects += 1
+        return connection
+
+    def _query(self, connection: Connection) -> Snapshot:
+        cursor = connection.cursor()
+        cursor.execute(POLL_QUERY)
+        rows = cursor.fetchall()
+        cursor.close()
+        if not rows:
+            # A connection that timed out once can answer [] without raising: never trust it.
+            raise myerrors.InterfaceError("the status query returned no rows")
+        facts = {str(name).lower(): str(value) for name, value in rows}
+        return Snapshot(facts=facts, provider_options=self._provider_options)
+
+    def poll(self) -> Observation:
+        """Never raises; never leaves a connection behind that failed once."""
+        now = self._clock()
+        if self._last_error is not None and now < self._retry_at:
+            wait = self._retry_at - now
+            return ProbeError(
+                self._last_error.kind, f"{self._last_error.detail} (next try in {wait:.0f} s)"
+            )
+        connecting = self._connection is None
+        try:
+            if self._connection is None:
+                self._connection = self._open()
+                connecting = False
+            snapshot = self._query(self._connection)
+        except Exception as exc:  # the probe must turn every failure into a verdict
+            self.discard()
+            error = classify_error(exc, self.timeouts, connecting)
+            self._note_failure(error)
+            return error
+        self._failures_in_backoff = 0
+        self._last_error = None
+        return snapshot
+
+    def _note_failure(self, error: ProbeError) -> None:
+        if error.kind in backoff_kinds():
+            self._failures_in_backoff += 1
+            delay = min(self.backoff_max, self.interval * 2**self._failures_in_backoff)
+            self._retry_at = self._clock() + delay
+            self._last_error = error
+        else:
+            # Refused or timed out: retry every interval so the node returns as soon as it can.
+            self._failures_in_backoff = 0
+            self._last_error = None
+
+    def discard(self) -> None:
+        """Close without COM_QUIT: a poisoned or stalled socket must not block us again."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            # closing a broken socket may fail; it is gone either way
+            with contextlib.suppress(Exception):
+                connection.shutdown()
+
+    close = discard

@@ -1,0 +1,97 @@
+"""The latest verdict per node, read by HTTP handlers without waiting on anything.
+
+Writers (one poller thread per node) swap an immutable Verdict reference; readers take the
+reference and judge its age on the monotonic clock at read time. So a poller that hangs forever
+cannot keep a node healthy: its verdict simply grows stale (fail closed).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from .verdict import Verdict
+
+
+@dataclass(frozen=True)
+class Transition:
+    node: str
+    at: float  # wall clock
+    from_state: str
+    to_state: str
+    reason: str
+    healthy: bool
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """What an HTTP answer says about one node right now."""
+
+    node: str
+    healthy: bool
+    state: str
+    reason: str
+    age_seconds: float | None
+    verdict: Verdict | None
+
+
+class VerdictStore:
+    def __init__(
+        self,
+        nodes: Iterable[str],
+        max_age: float,
+        history: int = 50,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.nodes: tuple[str, ...] = tuple(nodes)
+        self.max_age = max_age
+        self._clock = clock
+        self._latest: dict[str, Verdict] = {}
+        self._history: dict[str, deque[Transition]] = {n: deque(maxlen=history) for n in self.nodes}
+        self._history_lock = threading.Lock()  # held for a deque append or copy, never for I/O
+
+    def publish(self, verdict: Verdict) -> Transition | None:
+        """Swap in a node's new verdict; return the transition if its state changed."""
+        previous = self._latest.get(verdict.node)
+        self._latest[verdict.node] = verdict
+        from_state = previous.state if previous is not None else "starting"
+        if from_state == verdict.state:
+            return None
+        transition = Transition(
+            node=verdict.node,
+            at=verdict.checked_at,
+            from_state=from_state,
+            to_state=verdict.state,
+            reason=verdict.reason,
+            healthy=verdict.healthy,
+        )
+        with self._history_lock:
+            self._history[verdict.node].append(transition)
+        return transition
+
+    def latest(self, node: str) -> Verdict | None:
+        return self._latest.get(node)
+
+    def transitions(self, node: str) -> list[Transition]:
+        with self._history_lock:
+            return list(self._history.get(node, ()))
+
+    def view(self, node: str, now: float | None = None) -> NodeView:
+        verdict = self._latest.get(node)
+        if verdict is None:
+            return NodeView(node, False, "starting", "starting (no verdict yet)", None, None)
+        age = (self._clock() if now is None else now) - verdict.checked_mono
+        if age > self.max_age:
+            reason = (
+                f"stale (last verdict {age:.1f} s old, max_age {self.max_age:g} s; "
+                f"it said {verdict.reason})"
+            )
+            return NodeView(node, False, "stale", reason, age, verdict)
+        return NodeView(node, verdict.healthy, verdict.state, verdict.reason, age, verdict)
+
+    def views(self) -> list[NodeView]:
+        now = self._clock()
+        return [self.view(node, now) for node in self.nodes]

@@ -1,0 +1,178 @@
+"""The probe's connection lifecycle and error naming, with a stub at the driver boundary.
+
+The real driver against real servers (silent, blackholed, frozen, stalled) is exercised in
+tests/integration; here we pin the rules: one connection, discarded after any error, backoff only
+where retrying hurts the server.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mysql.connector import errors as myerrors
+
+from galera_health.config import Credentials, NodeAddress, Timeouts
+from galera_health.probe import POLL_QUERY, NodeProbe, classify_error
+from galera_health.verdict import ProbeError, Snapshot
+
+ROWS = [("WSREP_CLUSTER_STATUS", "Primary"), ("WSREP_ON", "ON")]
+
+
+class StubCursor:
+    def __init__(self, connection: StubConnection) -> None:
+        self.connection = connection
+        self.result: list[tuple[Any, ...]] = []
+
+    def execute(self, statement: str) -> None:
+        self.connection.statements.append(statement)
+        failure = self.connection.fail_next
+        if failure is not None:
+            self.connection.fail_next = None
+            raise failure
+        if statement.startswith("SELECT @@GLOBAL.wsrep_provider_options"):
+            self.result = [("evs.suspect_timeout = PT3S",)]
+        elif statement == POLL_QUERY:
+            self.result = list(self.connection.rows)
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        return self.result[0] if self.result else None
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return self.result
+
+    def close(self) -> None:
+        pass
+
+
+class StubConnection:
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+        self.fail_next: BaseException | None = None
+        self.rows = ROWS
+        self.closed = False
+
+    def cursor(self) -> StubCursor:
+        return StubCursor(self)
+
+    def shutdown(self) -> None:
+        self.closed = True
+
+
+class StubDriver:
+    def __init__(self) -> None:
+        self.connections: list[StubConnection] = []
+        self.refuse: BaseException | None = None
+        self.arguments: dict[str, Any] = {}
+
+    def __call__(self, **arguments: Any) -> StubConnection:
+        self.arguments = arguments
+        if self.refuse is not None:
+            raise self.refuse
+        connection = StubConnection()
+        self.connections.append(connection)
+        return connection
+
+
+class Clock:
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_probe(driver: StubDriver, clock: Clock | None = None) -> NodeProbe:
+    return NodeProbe(
+        NodeAddress("n1", "127.0.0.1", 3306),
+        Credentials(user="health"),
+        Timeouts(connect=2, read=2, write=2, statement=1.0),
+        interval=1.0,
+        backoff_max=30.0,
+        connector=driver,
+        clock=clock or Clock(),
+    )
+
+
+def test_one_connection_reused_with_every_deadline_set() -> None:
+    driver = StubDriver()
+    probe = make_probe(driver)
+    for _ in range(3):
+        observation = probe.poll()
+        assert isinstance(observation, Snapshot)
+    assert len(driver.connections) == 1
+    assert observation.facts == {"wsrep_cluster_status": "Primary", "wsrep_on": "ON"}
+    assert observation.provider_options == "evs.suspect_timeout = PT3S"
+    args = driver.arguments
+    assert (args["connection_timeout"], args["read_timeout"], args["write_timeout"]) == (2, 2, 2)
+    assert args["use_pure"] is True
+    setup = driver.connections[0].statements[0]
+    assert "wsrep_sync_wait = 0" in setup and "max_statement_time = 1" in setup
+
+
+def test_connection_discarded_after_a_timeout_and_after_empty_rows() -> None:
+    driver = StubDriver()
+    probe = make_probe(driver)
+    probe.poll()
+    driver.connections[0].fail_next = myerrors.ReadTimeoutError()
+    error = probe.poll()
+    assert isinstance(error, ProbeError) and error.kind == "timeout" and error.timed_out
+    assert driver.connections[0].closed
+    assert isinstance(probe.poll(), Snapshot)
+    assert len(driver.connections) == 2
+    driver.connections[1].rows = []  # a poisoned connection answers [] without raising
+    error = probe.poll()
+    assert isinstance(error, ProbeError) and driver.connections[1].closed
+    assert isinstance(probe.poll(), Snapshot) and len(driver.connections) == 3
+
+
+def test_refused_is_retried_every_poll() -> None:
+    driver = StubDriver()
+    driver.refuse = myerrors.InterfaceError(errno=2003, msg="Can't connect to MySQL server")
+    probe = make_probe(driver)
+    for _ in range(3):
+        error = probe.poll()
+        assert isinstance(error, ProbeError) and error.kind == "unreachable"
+    driver.refuse = None
+    assert isinstance(probe.poll(), Snapshot)
+
+
+def test_access_denied_backs_off_capped() -> None:
+    driver = StubDriver()
+    clock = Clock()
+    driver.refuse = myerrors.ProgrammingError(errno=1045, msg="Access denied for user 'health'")
+    probe = make_probe(driver, clock)
+    attempts = 0
+    for tick in range(200):
+        clock.now = float(tick)
+        error = probe.poll()
+        assert isinstance(error, ProbeError) and error.kind == "access_denied"
+        assert error.agent_fault
+        if "next try" not in error.detail:
+            attempts += 1
+    # 2, 4, 8, 16, 30, 30, ... seconds apart: about 10 attempts in 200 s, not 200
+    assert 6 <= attempts <= 12
+    driver.refuse = None
+    clock.now = 1000.0
+    assert isinstance(probe.poll(), Snapshot)
+
+
+def test_error_names() -> None:
+    t = Timeouts()
+    cases: list[tuple[BaseException, bool, str]] = [
+        (myerrors.ConnectionTimeoutError(errno=2003), True, "timeout"),
+        (myerrors.WriteTimeoutError(), False, "timeout"),
+        (myerrors.DatabaseError(errno=1040, msg="Too many connections"), True, "too_many_connections"),
+        (myerrors.DatabaseError(errno=1226, msg="User has exceeded"), True, "too_many_connections"),
+        (
+            myerrors.NotSupportedError(msg="Authentication plugin 'client_ed25519' is not supported"),
+            True,
+            "auth_plugin_unsupported",
+        ),
+        (myerrors.DatabaseError(errno=1969, msg="max_statement_time exceeded"), False, "timeout"),
+        (myerrors.ProgrammingError(errno=1193, msg="Unknown system variable"), True, "unsupported_server"),
+        (myerrors.OperationalError(errno=2013, msg="Lost connection"), False, "unreachable"),
+        (myerrors.DatabaseError(errno=1047, msg="WSREP has not yet prepared node"), False, "not_ready"),
+        (ConnectionResetError(104, "Connection reset by peer"), False, "unreachable"),
+        (ValueError("odd"), False, "error"),
+    ]
+    for exc, connecting, kind in cases:
+        assert classify_error(exc, t, connecting).kind == kind, exc

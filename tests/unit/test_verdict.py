@@ -1,0 +1,248 @@
+"""The pure decision: every wsrep state, every combination the policy reads, the hold-down."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from galera_health.verdict import (
+    Policy,
+    ProbeError,
+    Snapshot,
+    Verdict,
+    classify,
+    evaluate,
+    hold_down_for,
+    parse_duration,
+    provider_option,
+)
+
+SYNCED = {
+    "wsrep_on": "ON",
+    "wsrep_connected": "ON",
+    "wsrep_cluster_status": "Primary",
+    "wsrep_local_state": "4",
+    "wsrep_local_state_comment": "Synced",
+    "wsrep_ready": "ON",
+    "wsrep_desync": "OFF",
+    "wsrep_reject_queries": "NONE",
+    "wsrep_sst_donor_rejects_queries": "OFF",
+    "read_only": "OFF",
+    "wsrep_cluster_size": "3",
+    "wsrep_local_recv_queue": "0",
+    "wsrep_local_index": "0",
+}
+
+
+def facts(**changes: str | None) -> dict[str, str]:
+    result = dict(SYNCED)
+    for key, value in changes.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = value
+    return result
+
+
+@pytest.mark.parametrize(
+    ("changes", "state", "detail"),
+    [
+        ({}, "synced", ""),
+        ({"wsrep_cluster_status": "non-Primary"}, "non_primary", "wsrep_cluster_status=non-Primary"),
+        ({"wsrep_cluster_status": "Disconnected"}, "non_primary", "wsrep_cluster_status=Disconnected"),
+        ({"wsrep_cluster_status": None}, "non_primary", "wsrep_cluster_status=absent"),
+        ({"wsrep_connected": "OFF"}, "disconnected", "wsrep_connected=OFF"),
+        ({"wsrep_connected": None}, "disconnected", "wsrep_connected=absent"),
+        (
+            {"wsrep_local_state": "1", "wsrep_local_state_comment": "Joining"},
+            "joining",
+            "wsrep_local_state=1 (Joining)",
+        ),
+        (
+            {"wsrep_local_state": "2", "wsrep_local_state_comment": "Donor/Desynced"},
+            "donor",
+            "wsrep_local_state=2 (Donor/Desynced)",
+        ),
+        (
+            {
+                "wsrep_local_state": "2",
+                "wsrep_local_state_comment": "Donor/Desynced",
+                "wsrep_desync": "ON",
+            },
+            "desynced",
+            "wsrep_local_state=2 (Donor/Desynced), wsrep_desync=ON",
+        ),
+        (
+            {"wsrep_local_state": "3", "wsrep_local_state_comment": "Joined"},
+            "joined",
+            "wsrep_local_state=3 (Joined)",
+        ),
+        (
+            {"wsrep_local_state": "0", "wsrep_local_state_comment": "Initialized"},
+            "initialized",
+            "wsrep_local_state=0 (Initialized)",
+        ),
+        ({"wsrep_local_state": "7", "wsrep_local_state_comment": None}, "unknown_state", "wsrep_local_state=7"),
+        ({"wsrep_ready": "OFF"}, "not_ready", "wsrep_ready=OFF"),
+        ({"wsrep_desync": "ON"}, "desynced", "wsrep_desync=ON"),
+        ({"wsrep_reject_queries": "ALL"}, "rejecting_queries", "wsrep_reject_queries=ALL"),
+        ({"wsrep_reject_queries": "ALL_KILL"}, "rejecting_queries", "wsrep_reject_queries=ALL_KILL"),
+        ({"read_only": "ON"}, "read_only", "read_only=ON"),
+        ({"wsrep_on": "OFF"}, "not_galera", "wsrep_on=OFF"),
+        ({"wsrep_on": None}, "unsupported_server", "no wsrep_on variable: not a MariaDB Galera server"),
+        ({"wsrep_reject_queries": None}, "unsupported_server", "server lacks wsrep_reject_queries"),
+        ({"read_only": None, "wsrep_desync": None}, "unsupported_server", "server lacks wsrep_desync, read_only"),
+    ],
+)
+def test_classify_each_state(changes: dict[str, str | None], state: str, detail: str) -> None:
+    assert classify(facts(**changes)) == (state, detail)
+
+
+def test_split_beats_every_other_fact() -> None:
+    # A split node that is also read-only must be reported for the split, the bigger problem.
+    state, _ = classify(facts(wsrep_cluster_status="non-Primary", read_only="ON", wsrep_ready="OFF"))
+    assert state == "non_primary"
+
+
+TRUTHY = st.sampled_from(["ON", "OFF", "1", "0", "on", "off", ""])
+FACT_VALUES = {
+    "wsrep_on": st.sampled_from(["ON", "OFF"]),
+    "wsrep_connected": TRUTHY,
+    "wsrep_cluster_status": st.sampled_from(["Primary", "non-Primary", "Disconnected"]),
+    "wsrep_local_state": st.sampled_from(["0", "1", "2", "3", "4", "5"]),
+    "wsrep_ready": TRUTHY,
+    "wsrep_desync": TRUTHY,
+    "wsrep_reject_queries": st.sampled_from(["NONE", "ALL", "ALL_KILL", "none"]),
+    "read_only": TRUTHY,
+}
+
+
+@st.composite
+def any_facts(draw: st.DrawFn) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for key, strategy in FACT_VALUES.items():
+        if draw(st.booleans()) or key in ("wsrep_on",):
+            result[key] = draw(strategy)
+        elif draw(st.booleans()):
+            continue
+        else:
+            result[key] = SYNCED[key]
+    return result
+
+
+@given(any_facts())
+def test_healthy_only_when_every_condition_holds(node_facts: dict[str, str]) -> None:
+    state, detail = classify(node_facts)
+    usable = (
+        node_facts.get("wsrep_on", "").upper() in ("ON", "1")
+        and node_facts.get("wsrep_connected", "").upper() in ("ON", "1")
+        and node_facts.get("wsrep_cluster_status") == "Primary"
+        and node_facts.get("wsrep_local_state") == "4"
+        and node_facts.get("wsrep_ready", "").upper() in ("ON", "1")
+        and node_facts.get("wsrep_desync", "?").upper() in ("OFF", "0", "")
+        and node_facts.get("wsrep_reject_queries", "?").upper() == "NONE"
+        and node_facts.get("read_only", "?").upper() in ("OFF", "0", "")
+    )
+    assert (state == "synced") == usable
+    assert (detail == "") == (state == "synced")
+
+
+def step(
+    observation: Snapshot | ProbeError,
+    previous: Verdict | None,
+    now: float,
+    policy: Policy | None = None,
+) -> Verdict:
+    return evaluate(observation, policy or Policy(), previous, "n1", now, 1000.0 + now, 0.01)
+
+
+HEALTHY = Snapshot(SYNCED, provider_options="evs.suspect_timeout = PT3S; evs.inactive_timeout = PT6S")
+TIMEOUT = ProbeError("timeout", "no answer to the status query within 2 s", timed_out=True)
+REFUSED = ProbeError("unreachable", "Can't connect to MySQL server on '127.0.0.1:3306' (111)")
+
+
+def test_first_healthy_poll_is_healthy_at_once() -> None:
+    verdict = step(HEALTHY, None, 0.0)
+    assert verdict.healthy and verdict.state == "synced" and verdict.fault is None
+
+
+def test_hold_down_after_timeout_walks_recovering_then_synced() -> None:
+    v = step(HEALTHY, None, 0.0)
+    v = step(TIMEOUT, v, 1.0)
+    assert (v.healthy, v.state, v.fault, v.hold_down_pending) == (False, "timeout", "node", True)
+    v = step(HEALTHY, v, 5.0)  # thawed: looks synced, but may still be evicted
+    assert (v.healthy, v.state) == (False, "recovering")
+    assert "hold-down" in v.detail and v.hold_down_seconds == 3.0
+    v = step(HEALTHY, v, 7.9)
+    assert v.state == "recovering"
+    v = step(HEALTHY, v, 8.0)  # 3 s of continuous health
+    assert (v.healthy, v.state, v.hold_down_pending) == (True, "synced", False)
+    v = step(HEALTHY, v, 9.0)
+    assert v.healthy
+
+
+def test_eviction_inside_hold_down_restarts_the_clock() -> None:
+    v = step(TIMEOUT, step(HEALTHY, None, 0.0), 1.0)
+    v = step(HEALTHY, v, 2.0)
+    v = step(Snapshot(dict(SYNCED, wsrep_cluster_status="non-Primary")), v, 3.5)
+    assert v.state == "non_primary" and v.hold_down_pending
+    v = step(HEALTHY, v, 10.0)
+    assert v.state == "recovering"  # the clock started again at 10.0
+    v = step(HEALTHY, v, 12.9)
+    assert v.state == "recovering"
+    assert step(HEALTHY, v, 13.0).healthy
+
+
+def test_refused_does_not_start_a_hold_down() -> None:
+    v = step(REFUSED, step(HEALTHY, None, 0.0), 1.0)
+    assert v.state == "unreachable" and not v.hold_down_pending
+    assert step(HEALTHY, v, 2.0).healthy
+
+
+def test_configured_hold_down_wins_and_zero_disables() -> None:
+    v = step(TIMEOUT, None, 0.0, Policy(hold_down=0.0))
+    assert step(HEALTHY, v, 1.0, Policy(hold_down=0.0)).healthy
+    assert hold_down_for(Policy(hold_down=12.0), HEALTHY.provider_options) == 12.0
+    assert hold_down_for(Policy(), None) == 5.0
+    assert hold_down_for(Policy(), "evs.suspect_timeout = PT1M30S") == 90.0
+
+
+def test_agent_errors_are_marked_as_the_agents_fault() -> None:
+    v = step(ProbeError("access_denied", "the agent's login was refused"), None, 0.0)
+    assert (v.healthy, v.state, v.fault) == (False, "access_denied", "agent")
+    v = step(ProbeError("too_many_connections", "Too many connections"), None, 0.0)
+    assert v.fault == "agent"
+
+
+def test_since_moves_only_on_a_change_of_state() -> None:
+    v1 = step(HEALTHY, None, 0.0)
+    v2 = step(HEALTHY, v1, 1.0)
+    assert v2.since == v1.since
+    v3 = step(REFUSED, v2, 2.0)
+    assert v3.since == v3.checked_at
+
+
+def test_reason_is_state_and_detail() -> None:
+    v = step(Snapshot(dict(SYNCED, wsrep_cluster_status="non-Primary")), None, 0.0)
+    assert v.reason == "non_primary (wsrep_cluster_status=non-Primary)"
+    assert step(HEALTHY, None, 0.0).reason == "synced"
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("PT3S", 3.0), ("PT1.5S", 1.5), ("PT1M30S", 90.0), ("P1D", 86400.0), ("PT1H", 3600.0)],
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "P", "PT", "3S", "soon", "PT-1S"])
+def test_parse_duration_rejects(text: str) -> None:
+    assert parse_duration(text) is None
+
+
+def test_provider_option_lookup() -> None:
+    options = "base_port = 4567; evs.suspect_timeout = PT5S; gmcast.isolate = 0"
+    assert provider_option(options, "evs.suspect_timeout") == "PT5S"
+    assert provider_option(options, "evs.inactive_timeout") is None

@@ -1,0 +1,104 @@
+"""The HTTP contract, on an app built around a store filled by hand (no scheduler, no MySQL)."""
+
+from __future__ import annotations
+
+import pytest
+from flask.testing import FlaskClient
+
+from galera_health.store import VerdictStore
+from galera_health.verdict import Policy, ProbeError, Snapshot, evaluate
+from galera_health.web import create_app
+
+from .test_verdict import SYNCED
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(clock: Clock) -> VerdictStore:
+    return VerdictStore(["n1", "n2"], max_age=5.0, clock=clock)
+
+
+@pytest.fixture
+def client(store: VerdictStore) -> FlaskClient:
+    return create_app(store, lambda: (True, "ok")).test_client()
+
+
+def put(store: VerdictStore, node: str, observation: Snapshot | ProbeError, now: float) -> None:
+    verdict = evaluate(observation, Policy(), store.latest(node), node, now, 1e9 + now, 0.004)
+    store.publish(verdict)
+
+
+def test_starting_is_503(client: FlaskClient) -> None:
+    response = client.get("/health")
+    assert response.status_code == 503
+    assert response.text == "n1: starting (no verdict yet); n2: starting (no verdict yet)\n"
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Content-Type"].startswith("text/plain")
+    assert int(response.headers["Content-Length"]) == len(response.data)
+
+
+def test_all_synced_is_200_and_one_bad_node_is_503(
+    client: FlaskClient, store: VerdictStore, clock: Clock
+) -> None:
+    put(store, "n1", Snapshot(SYNCED), clock.now)
+    put(store, "n2", Snapshot(SYNCED), clock.now)
+    assert client.get("/health").status_code == 200
+    assert client.get("/readyz").text == "n1: synced; n2: synced\n"
+    put(store, "n2", Snapshot(dict(SYNCED, wsrep_cluster_status="non-Primary")), clock.now)
+    response = client.get("/health")
+    assert response.status_code == 503
+    assert response.text == "n2: non_primary (wsrep_cluster_status=non-Primary)\n"
+    assert client.get("/health/n1").status_code == 200
+    assert client.get("/health/n2").status_code == 503
+    head = client.head("/health/n2")
+    assert head.status_code == 503 and head.data == b""
+
+
+def test_stale_verdict_fails_closed(client: FlaskClient, store: VerdictStore, clock: Clock) -> None:
+    put(store, "n1", Snapshot(SYNCED), clock.now)
+    assert client.get("/health/n1").status_code == 200
+    clock.now += 5.01
+    response = client.get("/health/n1")
+    assert response.status_code == 503
+    assert response.text.startswith("n1: stale (last verdict 5.0 s old, max_age 5 s; it said synced)")
+
+
+def test_unknown_node_and_path_and_method(client: FlaskClient) -> None:
+    response = client.get("/health/nope")
+    assert response.status_code == 404 and "known: n1, n2" in response.text
+    assert client.get("/nothing").status_code == 404
+    response = client.post("/health")
+    assert response.status_code == 405 and "GET" in response.headers["Allow"]
+
+
+def test_livez_reports_the_agent_not_the_database(store: VerdictStore) -> None:
+    alive = create_app(store, lambda: (True, "ok")).test_client().get("/livez")
+    assert (alive.status_code, alive.text) == (200, "ok\n")
+    stuck = create_app(store, lambda: (False, "poller stuck: n1 poll running for 99 s"))
+    assert stuck.test_client().get("/livez").status_code == 503
+
+
+def test_status_document(client: FlaskClient, store: VerdictStore, clock: Clock) -> None:
+    put(store, "n1", Snapshot(SYNCED), clock.now)
+    put(store, "n2", ProbeError("access_denied", "the agent's login was refused"), clock.now)
+    clock.now += 1.5
+    document = client.get("/status").get_json()
+    assert document["healthy"] is False
+    n1, n2 = document["nodes"]["n1"], document["nodes"]["n2"]
+    assert (n1["healthy"], n1["state"], n1["age_seconds"], n1["fault"]) == (True, "synced", 1.5, None)
+    assert n1["facts"]["wsrep_cluster_status"] == "Primary"
+    assert n1["poll_ms"] == 4.0
+    assert n1["transitions"][0]["from"] == "starting" and n1["transitions"][0]["to"] == "synced"
+    assert (n2["state"], n2["fault"]) == ("access_denied", "agent")
