@@ -176,6 +176,7 @@ class NodeProbe:
         self._connector: Connector = connector or mysql.connector.connect
         self._clock = clock
         self._connection: Connection | None = None
+        self._cursor: Any = None
         self._provider_options: str | None = None
         self._failures_in_backoff = 0
         self._retry_at = 0.0
@@ -201,9 +202,11 @@ class NodeProbe:
             arguments["port"] = self.address.port
         return arguments
 
-    def _open(self) -> Connection:
+    def _open(self) -> tuple[Connection, Any]:
         connection = self._connector(**self._connect_arguments())
         try:
+            # One cursor for the connection's life: the driver's cursor() pings the server each
+            # time it is called, which would double the round trips of every poll.
             cursor = connection.cursor()
             # A global wsrep_sync_wait would make SHOW STATUS wait (error 1205); a client read
             # timeout does not stop the server's work, max_statement_time does.
@@ -213,19 +216,16 @@ class NodeProbe:
             )
             cursor.execute("SELECT @@GLOBAL.wsrep_provider_options")
             row = cursor.fetchone()
-            cursor.close()
         except BaseException:
             connection.shutdown()
             raise
         self._provider_options = str(row[0]) if row and row[0] is not None else None
         self.connects += 1
-        return connection
+        return connection, cursor
 
-    def _query(self, connection: Connection) -> Snapshot:
-        cursor = connection.cursor()
+    def _query(self, cursor: Any) -> Snapshot:
         cursor.execute(POLL_QUERY)
         rows = cursor.fetchall()
-        cursor.close()
         if not rows:
             # A connection that timed out once can answer [] without raising: never trust it.
             raise myerrors.InterfaceError("the status query returned no rows")
@@ -243,9 +243,9 @@ class NodeProbe:
         connecting = self._connection is None
         try:
             if self._connection is None:
-                self._connection = self._open()
+                self._connection, self._cursor = self._open()
                 connecting = False
-            snapshot = self._query(self._connection)
+            snapshot = self._query(self._cursor)
         except Exception as exc:  # the probe must turn every failure into a verdict
             self.discard()
             error = classify_error(exc, self.timeouts, connecting)
@@ -268,7 +268,7 @@ class NodeProbe:
 
     def discard(self) -> None:
         """Close without COM_QUIT: a poisoned or stalled socket must not block us again."""
-        connection, self._connection = self._connection, None
+        connection, self._connection, self._cursor = self._connection, None, None
         if connection is not None:
             # closing a broken socket may fail; it is gone either way
             with contextlib.suppress(Exception):

@@ -114,15 +114,18 @@ def provider_option(options: str, name: str) -> str | None:
 
 
 def hold_down_for(policy: Policy, provider_options: str | None) -> float:
-    """A thawed node can claim Synced/Primary until it notices it was evicted, which takes about
-    one evs.suspect_timeout (measured: 1.5-3 s with PT3S). Hold it out for that long."""
+    """A thawed node claims Synced/Primary until it notices it was evicted: measured here about
+    evs.suspect_timeout + 1 s after the thaw, every time (4.0 s at PT3S, 6.0 s at PT5S). Hold it
+    out for twice its suspect timeout (at least the timeout + 2 s) so that window is covered."""
     if policy.hold_down is not None:
         return policy.hold_down
     suspect = None
     if provider_options:
         raw = provider_option(provider_options, "evs.suspect_timeout")
         suspect = parse_duration(raw) if raw else None
-    return suspect if suspect is not None else DEFAULT_SUSPECT_TIMEOUT
+    if suspect is None:
+        suspect = DEFAULT_SUSPECT_TIMEOUT
+    return max(2 * suspect, suspect + 2)
 
 
 def is_on(value: str | None) -> bool:

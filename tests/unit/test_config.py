@@ -38,7 +38,10 @@ def flags(**values: Any) -> dict[str, Any]:
         ("db=galera-0.galera:3307", NodeAddress("db", "galera-0.galera", 3307)),
         ("v6=[::1]:3306", NodeAddress("v6", "::1", 3306)),
         ("v6=[::1]", NodeAddress("v6", "::1", 3306)),
-        ("local=/run/mysqld/mysqld.sock", NodeAddress("local", unix_socket="/run/mysqld/mysqld.sock")),
+        (
+            "local=/run/mysqld/mysqld.sock",
+            NodeAddress("local", unix_socket="/run/mysqld/mysqld.sock"),
+        ),
         ("127.0.0.1", NodeAddress("n1", "127.0.0.1", 3306)),
     ],
 )
@@ -111,7 +114,9 @@ def test_env_nodes_and_password(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_option_file_gives_user_and_password(tmp_path: Path) -> None:
     cnf = tmp_path / "my.cnf"
-    cnf.write_text('[client]\nuser = monitor\npassword = "p#ss word"\n[mysqld]\nskip-name-resolve\n')
+    cnf.write_text(
+        '[client]\nuser = monitor\npassword = "p#ss word"\n[mysqld]\nskip-name-resolve\n'
+    )
     settings = load_settings(flags(nodes=["127.0.0.1"], option_file=str(cnf)), {})
     assert settings.credentials.user == "monitor"
     assert settings.credentials.password() == "p#ss word"
@@ -135,7 +140,7 @@ def test_password_file_is_reread_at_every_call(password_file: str) -> None:
         ("read_timeout = true", "read_timeout .* boolean"),
         ("nodes = 3", "nodes .* must be a table"),
         ("[nodes]\nn1 = 3306", "nodes.n1 .* string"),
-        ("[nodes]\nn1 = \"host:0\"", "1-65535"),
+        ('[nodes]\nn1 = "host:0"', "1-65535"),
         ("this is not toml", "not valid TOML"),
     ],
 )
@@ -164,7 +169,17 @@ def test_missing_pieces_are_named(tmp_path: Path) -> None:
 
 
 KEY_NAMES = st.sampled_from(
-    ["interval", "max_age", "read_timeout", "listen", "user", "nodes", "hold_down", "zzz", "log_level"]
+    [
+        "interval",
+        "max_age",
+        "read_timeout",
+        "listen",
+        "user",
+        "nodes",
+        "hold_down",
+        "zzz",
+        "log_level",
+    ]
 )
 TOML_VALUES = st.one_of(
     st.integers(-5, 100000).map(str),

@@ -160,17 +160,31 @@ def test_error_names() -> None:
     cases: list[tuple[BaseException, bool, str]] = [
         (myerrors.ConnectionTimeoutError(errno=2003), True, "timeout"),
         (myerrors.WriteTimeoutError(), False, "timeout"),
-        (myerrors.DatabaseError(errno=1040, msg="Too many connections"), True, "too_many_connections"),
+        (
+            myerrors.DatabaseError(errno=1040, msg="Too many connections"),
+            True,
+            "too_many_connections",
+        ),
         (myerrors.DatabaseError(errno=1226, msg="User has exceeded"), True, "too_many_connections"),
         (
-            myerrors.NotSupportedError(msg="Authentication plugin 'client_ed25519' is not supported"),
+            myerrors.NotSupportedError(
+                msg="Authentication plugin 'client_ed25519' is not supported"
+            ),
             True,
             "auth_plugin_unsupported",
         ),
         (myerrors.DatabaseError(errno=1969, msg="max_statement_time exceeded"), False, "timeout"),
-        (myerrors.ProgrammingError(errno=1193, msg="Unknown system variable"), True, "unsupported_server"),
+        (
+            myerrors.ProgrammingError(errno=1193, msg="Unknown system variable"),
+            True,
+            "unsupported_server",
+        ),
         (myerrors.OperationalError(errno=2013, msg="Lost connection"), False, "unreachable"),
-        (myerrors.DatabaseError(errno=1047, msg="WSREP has not yet prepared node"), False, "not_ready"),
+        (
+            myerrors.DatabaseError(errno=1047, msg="WSREP has not yet prepared node"),
+            False,
+            "not_ready",
+        ),
         (ConnectionResetError(104, "Connection reset by peer"), False, "unreachable"),
         (ValueError("odd"), False, "error"),
     ]

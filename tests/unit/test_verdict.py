@@ -49,8 +49,16 @@ def facts(**changes: str | None) -> dict[str, str]:
     ("changes", "state", "detail"),
     [
         ({}, "synced", ""),
-        ({"wsrep_cluster_status": "non-Primary"}, "non_primary", "wsrep_cluster_status=non-Primary"),
-        ({"wsrep_cluster_status": "Disconnected"}, "non_primary", "wsrep_cluster_status=Disconnected"),
+        (
+            {"wsrep_cluster_status": "non-Primary"},
+            "non_primary",
+            "wsrep_cluster_status=non-Primary",
+        ),
+        (
+            {"wsrep_cluster_status": "Disconnected"},
+            "non_primary",
+            "wsrep_cluster_status=Disconnected",
+        ),
         ({"wsrep_cluster_status": None}, "non_primary", "wsrep_cluster_status=absent"),
         ({"wsrep_connected": "OFF"}, "disconnected", "wsrep_connected=OFF"),
         ({"wsrep_connected": None}, "disconnected", "wsrep_connected=absent"),
@@ -83,16 +91,32 @@ def facts(**changes: str | None) -> dict[str, str]:
             "initialized",
             "wsrep_local_state=0 (Initialized)",
         ),
-        ({"wsrep_local_state": "7", "wsrep_local_state_comment": None}, "unknown_state", "wsrep_local_state=7"),
+        (
+            {"wsrep_local_state": "7", "wsrep_local_state_comment": None},
+            "unknown_state",
+            "wsrep_local_state=7",
+        ),
         ({"wsrep_ready": "OFF"}, "not_ready", "wsrep_ready=OFF"),
         ({"wsrep_desync": "ON"}, "desynced", "wsrep_desync=ON"),
         ({"wsrep_reject_queries": "ALL"}, "rejecting_queries", "wsrep_reject_queries=ALL"),
-        ({"wsrep_reject_queries": "ALL_KILL"}, "rejecting_queries", "wsrep_reject_queries=ALL_KILL"),
+        (
+            {"wsrep_reject_queries": "ALL_KILL"},
+            "rejecting_queries",
+            "wsrep_reject_queries=ALL_KILL",
+        ),
         ({"read_only": "ON"}, "read_only", "read_only=ON"),
         ({"wsrep_on": "OFF"}, "not_galera", "wsrep_on=OFF"),
-        ({"wsrep_on": None}, "unsupported_server", "no wsrep_on variable: not a MariaDB Galera server"),
+        (
+            {"wsrep_on": None},
+            "unsupported_server",
+            "no wsrep_on variable: not a MariaDB Galera server",
+        ),
         ({"wsrep_reject_queries": None}, "unsupported_server", "server lacks wsrep_reject_queries"),
-        ({"read_only": None, "wsrep_desync": None}, "unsupported_server", "server lacks wsrep_desync, read_only"),
+        (
+            {"read_only": None, "wsrep_desync": None},
+            "unsupported_server",
+            "server lacks wsrep_desync, read_only",
+        ),
     ],
 )
 def test_classify_each_state(changes: dict[str, str | None], state: str, detail: str) -> None:
@@ -101,7 +125,9 @@ def test_classify_each_state(changes: dict[str, str | None], state: str, detail:
 
 def test_split_beats_every_other_fact() -> None:
     # A split node that is also read-only must be reported for the split, the bigger problem.
-    state, _ = classify(facts(wsrep_cluster_status="non-Primary", read_only="ON", wsrep_ready="OFF"))
+    state, _ = classify(
+        facts(wsrep_cluster_status="non-Primary", read_only="ON", wsrep_ready="OFF")
+    )
     assert state == "non_primary"
 
 
@@ -157,7 +183,9 @@ def step(
     return evaluate(observation, policy or Policy(), previous, "n1", now, 1000.0 + now, 0.01)
 
 
-HEALTHY = Snapshot(SYNCED, provider_options="evs.suspect_timeout = PT3S; evs.inactive_timeout = PT6S")
+HEALTHY = Snapshot(
+    SYNCED, provider_options="evs.suspect_timeout = PT3S; evs.inactive_timeout = PT6S"
+)
 TIMEOUT = ProbeError("timeout", "no answer to the status query within 2 s", timed_out=True)
 REFUSED = ProbeError("unreachable", "Can't connect to MySQL server on '127.0.0.1:3306' (111)")
 
@@ -173,10 +201,10 @@ def test_hold_down_after_timeout_walks_recovering_then_synced() -> None:
     assert (v.healthy, v.state, v.fault, v.hold_down_pending) == (False, "timeout", "node", True)
     v = step(HEALTHY, v, 5.0)  # thawed: looks synced, but may still be evicted
     assert (v.healthy, v.state) == (False, "recovering")
-    assert "hold-down" in v.detail and v.hold_down_seconds == 3.0
-    v = step(HEALTHY, v, 7.9)
+    assert "hold-down" in v.detail and v.hold_down_seconds == 6.0  # 2 x PT3S
+    v = step(HEALTHY, v, 10.9)
     assert v.state == "recovering"
-    v = step(HEALTHY, v, 8.0)  # 3 s of continuous health
+    v = step(HEALTHY, v, 11.0)  # 6 s of continuous health
     assert (v.healthy, v.state, v.hold_down_pending) == (True, "synced", False)
     v = step(HEALTHY, v, 9.0)
     assert v.healthy
@@ -189,9 +217,9 @@ def test_eviction_inside_hold_down_restarts_the_clock() -> None:
     assert v.state == "non_primary" and v.hold_down_pending
     v = step(HEALTHY, v, 10.0)
     assert v.state == "recovering"  # the clock started again at 10.0
-    v = step(HEALTHY, v, 12.9)
+    v = step(HEALTHY, v, 15.9)
     assert v.state == "recovering"
-    assert step(HEALTHY, v, 13.0).healthy
+    assert step(HEALTHY, v, 16.0).healthy
 
 
 def test_refused_does_not_start_a_hold_down() -> None:
@@ -204,8 +232,9 @@ def test_configured_hold_down_wins_and_zero_disables() -> None:
     v = step(TIMEOUT, None, 0.0, Policy(hold_down=0.0))
     assert step(HEALTHY, v, 1.0, Policy(hold_down=0.0)).healthy
     assert hold_down_for(Policy(hold_down=12.0), HEALTHY.provider_options) == 12.0
-    assert hold_down_for(Policy(), None) == 5.0
-    assert hold_down_for(Policy(), "evs.suspect_timeout = PT1M30S") == 90.0
+    assert hold_down_for(Policy(), None) == 10.0  # Galera's default PT5S, doubled
+    assert hold_down_for(Policy(), "evs.suspect_timeout = PT1M30S") == 180.0
+    assert hold_down_for(Policy(), "evs.suspect_timeout = PT1S") == 3.0  # at least + 2 s
 
 
 def test_agent_errors_are_marked_as_the_agents_fault() -> None:

@@ -72,7 +72,9 @@ def test_stale_verdict_fails_closed(client: FlaskClient, store: VerdictStore, cl
     clock.now += 5.01
     response = client.get("/health/n1")
     assert response.status_code == 503
-    assert response.text.startswith("n1: stale (last verdict 5.0 s old, max_age 5 s; it said synced)")
+    assert response.text.startswith(
+        "n1: stale (last verdict 5.0 s old, max_age 5 s; it said synced)"
+    )
 
 
 def test_unknown_node_and_path_and_method(client: FlaskClient) -> None:
@@ -97,7 +99,12 @@ def test_status_document(client: FlaskClient, store: VerdictStore, clock: Clock)
     document = client.get("/status").get_json()
     assert document["healthy"] is False
     n1, n2 = document["nodes"]["n1"], document["nodes"]["n2"]
-    assert (n1["healthy"], n1["state"], n1["age_seconds"], n1["fault"]) == (True, "synced", 1.5, None)
+    assert (n1["healthy"], n1["state"], n1["age_seconds"], n1["fault"]) == (
+        True,
+        "synced",
+        1.5,
+        None,
+    )
     assert n1["facts"]["wsrep_cluster_status"] == "Primary"
     assert n1["poll_ms"] == 4.0
     assert n1["transitions"][0]["from"] == "starting" and n1["transitions"][0]["to"] == "synced"

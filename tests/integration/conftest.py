@@ -1,0 +1,55 @@
+"""One real 3-node MariaDB Galera cluster for the whole run; each fault test restores its node."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from galera_health.testbed import GaleraTestbed, TestbedNode, missing_requirements
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[GaleraTestbed]:
+    problem = missing_requirements()
+    if problem is not None:
+        message = f"real Galera tests need MariaDB Galera: {problem}; run ./scripts/test"
+        if os.environ.get("GALERA_HEALTH_REQUIRE_GALERA") == "1" or os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    testbed = GaleraTestbed(size=3)
+    try:
+        testbed.start()
+        yield testbed
+    finally:
+        testbed.stop()
+
+
+@pytest.fixture
+def synced_cluster(cluster: GaleraTestbed) -> Iterator[GaleraTestbed]:
+    """The cluster, all Synced before and after the test (a test restores what it broke)."""
+    restore(cluster)
+    yield cluster
+    restore(cluster)
+
+
+def restore(cluster: GaleraTestbed) -> None:
+    for node in cluster.nodes:
+        restore_node(node)
+    for node in cluster.nodes:
+        node.wait_synced(timeout=180)
+
+
+def restore_node(node: TestbedNode) -> None:
+    if node.frozen:
+        node.thaw()
+    if not node.is_running():
+        node.start()
+    node.isolate(False)
+    for statement in (
+        "SET GLOBAL wsrep_desync = OFF",
+        "SET GLOBAL read_only = OFF",
+        "SET GLOBAL wsrep_reject_queries = NONE",
+    ):
+        node.sql(statement)
