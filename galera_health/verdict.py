@@ -34,6 +34,9 @@ AGENT_FAULT_KINDS = frozenset(
     {"access_denied", "too_many_connections", "auth_plugin_unsupported", "config_error"}
 )
 
+# States in which a node shows it has noticed its own eviction from the Primary component.
+EVICTION_SEEN_STATES = frozenset({"non_primary", "disconnected"})
+
 # Galera's default evs.suspect_timeout, used when the node does not tell us its own.
 DEFAULT_SUSPECT_TIMEOUT = 5.0
 
@@ -194,6 +197,10 @@ def evaluate(
         facts = observation.facts
         state, detail = classify(facts)
         fault = None if state == "synced" else "node"
+        if state in EVICTION_SEEN_STATES:
+            # The node has noticed it left the Primary component: its next claim to be in one
+            # is current, not the stale view of a thawed process. No hold-down needed after it.
+            pending = False
         if state == "synced" and pending:
             hold_down = hold_down_for(policy, observation.provider_options)
             healthy_since = (

@@ -139,6 +139,12 @@ def test_frozen_node_is_503_fast_probes_stay_fast_and_no_flap_after_thaw(
                 break
             time.sleep(0.05)
         assert first_200 is not None, answers[-1]
+        timeline = []
+        for t, a in answers:
+            state = a.body.split(":")[1].split()[0] if ":" in a.body else str(a.status)
+            if not timeline or timeline[-1][1] != state:
+                timeline.append((round(t - answers[0][0], 1), state))
+        print("after thaw:", timeline)
         after = [a for t, a in answers if t >= first_200]
         assert all(a.status == 200 for a in after), [a.body for a in after if a.status != 200]
         states = {a.body.split(":")[1].split()[0] for _, a in answers if a.status == 503}

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import os
-import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import mysql.connector
@@ -14,11 +13,7 @@ import pytest
 from galera_health.fault_servers import Blackhole, SilentServer, StallingProxy
 from galera_health.testbed import GaleraTestbed, TestbedNode
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0
-    or (shutil.which("mariadbd") is None and not os.path.exists("/usr/sbin/mariadbd")),
-    reason="needs root and the mariadb-server / galera-4 packages",
-)
+pytestmark = pytest.mark.galera
 
 LOCAL_STATE_QUERY = (
     "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS"
@@ -27,17 +22,10 @@ LOCAL_STATE_QUERY = (
 TIMEOUTS: dict[str, Any] = {"connection_timeout": 1, "read_timeout": 1, "write_timeout": 1}
 
 
-@pytest.fixture(scope="module")
-def bed() -> Iterator[GaleraTestbed]:
-    testbed = GaleraTestbed(3)
-    try:
-        started = time.monotonic()
-        testbed.start()
-        print(f"3-node start took {time.monotonic() - started:.1f} s")
-        yield testbed
-    finally:
-        testbed.stop()
-    assert not os.path.exists(testbed.base_dir)
+@pytest.fixture
+def bed(synced_cluster: GaleraTestbed) -> GaleraTestbed:
+    """The session's one cluster (see conftest): Synced before and after each test."""
+    return synced_cluster
 
 
 def _wait_for(check: Callable[[], bool], timeout: float, what: str) -> float:

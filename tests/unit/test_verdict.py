@@ -210,11 +210,26 @@ def test_hold_down_after_timeout_walks_recovering_then_synced() -> None:
     assert v.healthy
 
 
-def test_eviction_inside_hold_down_restarts_the_clock() -> None:
+def test_eviction_seen_ends_the_hold_down() -> None:
+    # Measured: a thawed node looks synced, then non-Primary once it notices the eviction, then
+    # rejoins. Once it has shown non-Primary its next Primary claim is current.
     v = step(TIMEOUT, step(HEALTHY, None, 0.0), 1.0)
     v = step(HEALTHY, v, 2.0)
-    v = step(Snapshot(dict(SYNCED, wsrep_cluster_status="non-Primary")), v, 3.5)
-    assert v.state == "non_primary" and v.hold_down_pending
+    assert v.state == "recovering"
+    v = step(Snapshot(dict(SYNCED, wsrep_cluster_status="non-Primary")), v, 6.0)
+    assert v.state == "non_primary" and not v.hold_down_pending
+    v = step(
+        Snapshot(dict(SYNCED, wsrep_local_state="1", wsrep_local_state_comment="Joining")), v, 7.0
+    )
+    assert v.state == "joining"
+    assert step(HEALTHY, v, 7.5).healthy
+
+
+def test_other_bad_states_keep_the_hold_down_clock_reset() -> None:
+    v = step(TIMEOUT, step(HEALTHY, None, 0.0), 1.0)
+    v = step(HEALTHY, v, 2.0)
+    v = step(Snapshot(dict(SYNCED, wsrep_ready="OFF")), v, 3.0)
+    assert v.state == "not_ready" and v.hold_down_pending
     v = step(HEALTHY, v, 10.0)
     assert v.state == "recovering"  # the clock started again at 10.0
     v = step(HEALTHY, v, 15.9)
