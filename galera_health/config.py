@@ -23,6 +23,11 @@ ENV_PREFIX = "GALERA_HEALTH_"
 DEFAULT_MYSQL_PORT = 3306
 NODE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# Kubernetes injects these for a Service named galera-health into every pod of its namespace;
+# they are not ours and must not stop the agent.
+SERVICE_LINK_RE = re.compile(
+    r"^GALERA_HEALTH_(SERVICE_HOST|SERVICE_PORT(_\w+)?|PORT(_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?)$"
+)
 
 
 class ConfigError(Exception):
@@ -300,7 +305,7 @@ def raw_from_toml(path: str) -> dict[str, Any]:
 def raw_from_env(env: Mapping[str, str]) -> dict[str, Any]:
     raw: dict[str, Any] = {}
     for name, value in env.items():
-        if not name.startswith(ENV_PREFIX):
+        if not name.startswith(ENV_PREFIX) or SERVICE_LINK_RE.match(name):
             continue
         key = name[len(ENV_PREFIX) :].lower()
         if key == "config":

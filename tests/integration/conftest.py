@@ -15,7 +15,7 @@ def cluster() -> Iterator[GaleraTestbed]:
     problem = missing_requirements()
     if problem is not None:
         message = f"real Galera tests need MariaDB Galera: {problem}; run ./scripts/test"
-        if os.environ.get("GALERA_HEALTH_REQUIRE_GALERA") == "1" or os.environ.get("CI"):
+        if os.environ.get("GALERA_TESTS_REQUIRE_GALERA") == "1" or os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
     testbed = GaleraTestbed(size=3)

@@ -112,6 +112,21 @@ def test_env_nodes_and_password(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.credentials.password() == "pw-from-env"
 
 
+def test_kubernetes_service_links_are_not_unknown_keys() -> None:
+    env = {
+        "GALERA_HEALTH_SERVICE_HOST": "10.0.0.7",
+        "GALERA_HEALTH_SERVICE_PORT": "9200",
+        "GALERA_HEALTH_SERVICE_PORT_HTTP": "9200",
+        "GALERA_HEALTH_PORT": "tcp://10.0.0.7:9200",
+        "GALERA_HEALTH_PORT_9200_TCP": "tcp://10.0.0.7:9200",
+        "GALERA_HEALTH_PORT_9200_TCP_ADDR": "10.0.0.7",
+        "GALERA_HEALTH_PORT_9200_TCP_PORT": "9200",
+        "GALERA_HEALTH_PORT_9200_TCP_PROTO": "tcp",
+    }
+    settings = load_settings(flags(nodes=["127.0.0.1"], user="u"), env)
+    assert settings.listen.display() == "0.0.0.0:9200"
+
+
 def test_option_file_gives_user_and_password(tmp_path: Path) -> None:
     cnf = tmp_path / "my.cnf"
     cnf.write_text(
