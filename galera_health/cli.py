@@ -7,6 +7,7 @@ password file, port in use) or an agent-side access error (check), always with o
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -18,6 +19,7 @@ from typing import Any
 
 from . import __version__
 from .config import KEYS, ConfigError, Settings, load_settings
+from .logs import setup_logging
 from .probe import DRIVER_MODE, NodeProbe
 from .verdict import Policy, evaluate
 
@@ -49,6 +51,7 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hold-down", help="seconds of health needed after a timeout")
     parser.add_argument("--backoff-max", help="cap of the retry backoff after access errors (30)")
     parser.add_argument("--log-level", help="debug, info, warning or error (info)")
+    parser.add_argument("--log-format", help="text or json: one JSON object per line (text)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,25 +83,28 @@ def flags_from(args: argparse.Namespace) -> dict[str, Any]:
     return {key: getattr(args, key, None) for key in KEYS if hasattr(args, key)}
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # waitress says "Task queue depth" under a probe storm: a healthy agent writes nothing then.
-    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-
-
 def fail(message: str) -> int:
     print(f"galera-health: error: {message}", file=sys.stderr)
     return 2
+
+
+def password_source(settings: Settings) -> str:
+    """Where the password comes from, never what it is."""
+    credentials = settings.credentials
+    if credentials.password_file is not None:
+        return f"password_file {credentials.password_file}"
+    if credentials.password_env is not None:
+        return f"environment {credentials.password_env}"
+    if credentials.option_file is not None:
+        return f"option_file {credentials.option_file}"
+    return "none"
 
 
 def describe(settings: Settings) -> dict[str, Any]:
     """The effective configuration, safe to show: the user name, never a password."""
     return {
         "user": settings.credentials.user,
+        "password": password_source(settings),
         "nodes": {n.name: n.display() for n in settings.nodes},
         "interval_seconds": settings.interval,
         "max_age_seconds": settings.max_age,
@@ -109,6 +115,11 @@ def describe(settings: Settings) -> dict[str, Any]:
             "statement": settings.timeouts.statement,
         },
         "hold_down_seconds": settings.hold_down,
+        "backoff_max_seconds": settings.backoff_max,
+        "stuck_after_seconds": settings.stuck_after,
+        "listen": settings.listen.display(),
+        "log_level": settings.log_level,
+        "log_format": settings.log_format,
         "driver_mode": DRIVER_MODE,
     }
 
@@ -122,7 +133,13 @@ def serve(settings: Settings) -> int:
 
     store = VerdictStore([n.name for n in settings.nodes], settings.max_age)
     poller = Poller(settings, store)
-    app = create_app(store, poller.liveness, lambda: describe(settings))
+    app = create_app(
+        store,
+        poller.liveness,
+        lambda: describe(settings),
+        policy=poller.policy,
+        stats=poller.stats(),
+    )
     listen = settings.listen.display()
     try:
         server = create_server(app, listen=listen, **SERVER_SETTINGS)
@@ -138,14 +155,12 @@ def serve(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     poller.start()
+    config = describe(settings)
     log.info(
-        "serving on http://%s (nodes: %s; interval %g s, max_age %g s, user %s, driver %s)",
+        "serving on http://%s; effective config: %s",
         listen,
-        ", ".join(f"{n.name}={n.display()}" for n in settings.nodes),
-        settings.interval,
-        settings.max_age,
-        settings.credentials.user,
-        DRIVER_MODE,
+        json.dumps(config, separators=(",", ":")),
+        extra={"event": "start", "version": __version__, "config": config},
     )
     try:
         server.run()
@@ -203,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except ConfigError as exc:
         return fail(str(exc))
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     if args.command == "serve":
         return serve(settings)
     return check(settings)

@@ -23,6 +23,7 @@ ENV_PREFIX = "GALERA_HEALTH_"
 DEFAULT_MYSQL_PORT = 3306
 NODE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
 # Kubernetes injects these for a Service named galera-health into every pod of its namespace;
 # they are not ours and must not stop the agent.
 SERVICE_LINK_RE = re.compile(
@@ -108,6 +109,7 @@ class Settings:
     backoff_max: float = 30.0
     stuck_after: float = 60.0
     log_level: str = "info"
+    log_format: str = "text"
 
     @property
     def max_age(self) -> float:
@@ -233,6 +235,7 @@ KEYS: dict[str, Key] = {
     "backoff_max": Key(float, minimum=0.1),
     "stuck_after": Key(float, minimum=1.0),
     "log_level": Key(str),
+    "log_format": Key(str),
 }
 
 
@@ -371,6 +374,9 @@ def build_settings(layers: Sequence[dict[str, Any]], need_listen: bool = True) -
     level = str(raw.get("log_level", "info")).lower()
     if level not in LOG_LEVELS:
         raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+    log_format = str(raw.get("log_format", "text")).lower()
+    if log_format not in LOG_FORMATS:
+        raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
 
     defaults = Timeouts()
     timeouts = Timeouts(
@@ -395,6 +401,7 @@ def build_settings(layers: Sequence[dict[str, Any]], need_listen: bool = True) -
         backoff_max=raw.get("backoff_max", 30.0),
         stuck_after=raw.get("stuck_after", 60.0),
         log_level=level,
+        log_format=log_format,
     )
 
 

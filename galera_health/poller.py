@@ -18,9 +18,10 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from .config import Settings
+from .metrics import PollStats
 from .probe import NodeProbe
 from .store import VerdictStore
-from .verdict import Policy, Verdict, evaluate
+from .verdict import Policy, ProbeError, Verdict, evaluate
 
 log = logging.getLogger("galera_health")
 
@@ -38,6 +39,7 @@ class NodePoller:
         self.running_since: float | None = None  # monotonic start of the poll in progress
         self.polls = 0
         self.skipped = 0
+        self.stats = PollStats()  # read by /metrics at scrape time
 
     def run_once(self) -> Verdict:
         started = time.monotonic()
@@ -56,6 +58,11 @@ class NodePoller:
             )
             transition = self.store.publish(verdict)
             self.polls += 1
+            self.stats.record(
+                verdict.poll_seconds,
+                observation.kind if isinstance(observation, ProbeError) else None,
+                (transition.from_state, transition.to_state) if transition is not None else None,
+            )
         finally:
             self.running_since = None
         if transition is not None:
@@ -66,6 +73,13 @@ class NodePoller:
                 self.name,
                 transition.from_state,
                 verdict.reason,
+                extra={
+                    "transition": True,
+                    "node": self.name,
+                    "from": transition.from_state,
+                    "to": transition.to_state,
+                    "reason": transition.reason,
+                },
             )
         return verdict
 
@@ -101,6 +115,7 @@ class Poller:
             timezone=timezone.utc,
         )
         self._scheduler.add_listener(self._on_skipped, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
+        self.policy = policy
         self._stuck_logged: set[str] = set()
         self._lock = threading.Lock()
 
@@ -127,6 +142,9 @@ class Poller:
             if node.running_since is None:
                 node.probe.close()
 
+    def stats(self) -> dict[str, PollStats]:
+        return {name: node.stats for name, node in self.nodes.items()}
+
     def poll_now(self, name: str) -> None:
         """Move the node's next run to now; dropped if a poll is in progress (never a second)."""
         self._scheduler.modify_job(name, next_run_time=datetime.now(timezone.utc))
@@ -135,6 +153,7 @@ class Poller:
         node = self.nodes.get(event.job_id)
         if node is not None:
             node.skipped += 1
+            node.stats.note_skipped()
 
     def liveness(self) -> tuple[bool, str]:
         """Alive = the scheduler runs and no poll is stuck beyond every deadline it has.
@@ -152,7 +171,12 @@ class Poller:
                 name = entry.split(" ", 1)[0]
                 if name not in self._stuck_logged:
                     self._stuck_logged.add(name)
-                    log.error("%s: poller stuck beyond every timeout (%s)", name, entry)
+                    log.error(
+                        "%s: poller stuck beyond every timeout (%s)",
+                        name,
+                        entry,
+                        extra={"node": name},
+                    )
             if not stuck:
                 self._stuck_logged.clear()
         if stuck:

@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
+from prometheus_client.exposition import choose_encoder
 
 from . import __version__
+from .metrics import PollStats, make_registry
 from .probe import DRIVER_MODE
+from .status_page import StatusPage
 from .store import NodeView, VerdictStore
+from .verdict import Policy
 
 Liveness = Callable[[], tuple[bool, str]]
 
@@ -56,7 +61,22 @@ def rounded(value: float | None, digits: int = 3) -> float | None:
     return None if value is None or math.isnan(value) else round(value, digits)
 
 
-def node_document(store: VerdictStore, view: NodeView) -> dict[str, Any]:
+def policy_document(store: VerdictStore, policy: Policy, view: NodeView) -> dict[str, Any]:
+    """The rules this node's verdict was decided by."""
+    verdict = view.verdict
+    applied = verdict.hold_down_seconds if verdict is not None else None
+    return {
+        "max_age_seconds": store.max_age,
+        "healthy_states": ["synced"],
+        "hold_down_seconds": policy.hold_down if policy.hold_down is not None else applied,
+        "hold_down_source": "config" if policy.hold_down is not None else "evs.suspect_timeout",
+        "hold_down_pending": verdict.hold_down_pending if verdict is not None else False,
+    }
+
+
+def node_document(
+    store: VerdictStore, view: NodeView, policy: Policy | None = None
+) -> dict[str, Any]:
     verdict = view.verdict
     document: dict[str, Any] = {
         "healthy": view.healthy,
@@ -74,9 +94,11 @@ def node_document(store: VerdictStore, view: NodeView) -> dict[str, Any]:
                 "from": t.from_state,
                 "to": t.to_state,
                 "reason": t.reason,
+                "healthy": t.healthy,
             }
             for t in store.transitions(view.node)
         ],
+        "policy": policy_document(store, policy or Policy(), view),
     }
     if verdict is not None:
         document.update(
@@ -90,15 +112,64 @@ def node_document(store: VerdictStore, view: NodeView) -> dict[str, Any]:
     return document
 
 
+def iso(wall: float | None) -> str | None:
+    return None if wall is None else datetime.fromtimestamp(wall, timezone.utc).isoformat()
+
+
+def health_check_status(view: NodeView) -> str:
+    """pass: usable. warn: not usable yet but expected to become so without action (no verdict
+    yet, or the hold-down after a timeout). fail: anything else."""
+    if view.healthy:
+        return "pass"
+    return "warn" if view.state in ("starting", "recovering") else "fail"
+
+
+def health_document(views: list[NodeView]) -> dict[str, Any]:
+    """draft-inadvisable-health-check (application/health+json). The top-level status is "pass"
+    only when every node is usable and "fail" otherwise, exactly like /health: a consumer that
+    reads this document can never route traffic to a node /health keeps out."""
+    healthy = all(v.healthy for v in views)
+    document: dict[str, Any] = {
+        "status": "pass" if healthy else "fail",
+        "version": __version__.split(".", 1)[0],
+        "releaseId": __version__,
+        "serviceId": "galera-health",
+        "description": "MariaDB Galera node health as the galera-health agent sees it",
+        "checks": {
+            f"galera:{v.node}": [
+                {
+                    "componentId": v.node,
+                    "componentType": "datastore",
+                    "observedValue": v.state,
+                    "status": health_check_status(v),
+                    "time": iso(v.verdict.checked_at if v.verdict is not None else None),
+                    "output": "" if v.healthy else v.reason,
+                }
+            ]
+            for v in views
+        },
+    }
+    if not healthy:
+        document["output"] = "; ".join(node_line(v) for v in views if not v.healthy)
+    return document
+
+
 def create_app(
     store: VerdictStore,
     liveness: Liveness,
     describe: Callable[[], dict[str, Any]] | None = None,
+    *,
+    policy: Policy | None = None,
+    stats: Mapping[str, PollStats] | None = None,
 ) -> Flask:
-    """The web layer, built from what it needs: tests fill a store by hand and call this."""
+    """The web layer, built from what it needs: tests fill a store by hand and call this.
+    `stats`: the poller's per-node counters for /metrics (none: only store-derived metrics)."""
     app = Flask("galera_health")
     started_wall = time.time()
     started_mono = time.monotonic()
+    applied_policy = policy or Policy()
+    registry = make_registry(store, stats or {})
+    page = StatusPage()
 
     @app.after_request
     def no_store(response: Response) -> Response:
@@ -124,6 +195,13 @@ def create_app(
     @app.get("/status")
     def status() -> Response:
         views = store.views()
+        if request.args.get("format") == "health":
+            health = health_document(views)
+            answer = jsonify(health)
+            answer.mimetype = "application/health+json"
+            # The draft asks 2xx for pass/warn and 4xx-5xx for fail; "pass" is /health's 200.
+            answer.status_code = 200 if health["status"] == "pass" else 503
+            return answer
         document: dict[str, Any] = {
             "version": __version__,
             "driver_mode": DRIVER_MODE,
@@ -131,7 +209,7 @@ def create_app(
             "uptime_seconds": round(time.monotonic() - started_mono, 3),
             "max_age_seconds": store.max_age,
             "healthy": all(v.healthy for v in views),
-            "nodes": {v.node: node_document(store, v) for v in views},
+            "nodes": {v.node: node_document(store, v, applied_policy) for v in views},
         }
         if describe is not None:
             document["agent"] = describe()
@@ -139,9 +217,18 @@ def create_app(
         response.status_code = 200
         return response
 
+    @app.get("/metrics")
+    def metrics() -> Response:
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        return Response(encoder(registry), status=200, content_type=content_type)
+
+    @app.get("/")
+    def index() -> Response:
+        return page.response()
+
     @app.errorhandler(404)
     def not_found(_: Exception) -> Response:
-        return text("not found; try /health, /readyz, /livez or /status", 404)
+        return text("not found; try /health, /readyz, /livez, /status, /metrics or /", 404)
 
     @app.errorhandler(405)
     def not_allowed(_: Exception) -> Response:
