@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(mariadb-server mariadb-client galera-4 rsync iproute2 procps python3-venv)
+# chromium + chromium-driver: the status page's headless-browser test (Selenium).
+DEBIAN_PACKAGES=(mariadb-server mariadb-client galera-4 rsync iproute2 procps python3-venv
+  chromium chromium-driver)
 
 missing_system() {
   command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || return 0
@@ -14,6 +16,8 @@ missing_system() {
   [ -e /usr/lib/galera/libgalera_smm.so ] || [ -e /usr/lib64/galera-4/libgalera_smm.so ] || return 0
   command -v rsync >/dev/null 2>&1 || return 0
   command -v ss >/dev/null 2>&1 || return 0
+  [ -x /usr/bin/chromium ] || return 0
+  [ -x /usr/bin/chromedriver ] || return 0
   return 1
 }
 
@@ -32,7 +36,8 @@ if missing_system; then
     echo "setup: MariaDB Galera is not installed, and this is not a root Debian/Ubuntu shell." >&2
     echo "setup: install these packages (Debian/Ubuntu names), then run this again:" >&2
     echo "         ${DEBIAN_PACKAGES[*]}" >&2
-    echo "setup: (mariadbd, mariadb-install-db, mariadb, /usr/lib/galera/libgalera_smm.so, rsync, ss)" >&2
+    echo "setup: (mariadbd, mariadb-install-db, mariadb, /usr/lib/galera/libgalera_smm.so, rsync, ss," >&2
+    echo "setup:  /usr/bin/chromium, /usr/bin/chromedriver)" >&2
     exit 1
   fi
 fi
