@@ -1,0 +1,155 @@
+"""GET / in a real headless Chromium (Selenium + Debian chromium-driver), served by the real
+agent polling the real 3-node Galera cluster: the page loads, shows each node's state, follows a
+frozen node, and fits a phone screen. Keeps a screenshot in docs/status-page.png."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from galera_health.testbed import GaleraTestbed
+
+from .agent import AgentProcess
+
+pytestmark = pytest.mark.galera
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1280,900",
+]
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "status-page.png"
+TIMING = ["--interval", "0.5", "--connect-timeout", "2", "--read-timeout", "2"]
+
+webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.webdriver.chrome.options import Options  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+
+@pytest.fixture
+def browser() -> Iterator[WebDriver]:
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
+    if missing:
+        message = f"the status page test needs {', '.join(missing)}: run ./scripts/setup.sh"
+        if os.environ.get("CI") or os.environ.get("GALERA_TESTS_REQUIRE_GALERA") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not try the network
+    options = Options()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS:
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+# The page redraws every 2 s: read what it shows in one script call, never via held elements.
+READ_PAGE = """
+const cards = {};
+for (const s of document.querySelectorAll("section.node")) {
+  const text = (sel) => { const e = s.querySelector(sel); return e ? e.textContent : null; };
+  cards[s.dataset.node] = {
+    state: s.dataset.state, classes: s.className, badge: text(".state"),
+    reason: text(".reason"), timeline: text("ol.timeline"), left: s.getBoundingClientRect().left,
+  };
+}
+return cards;
+"""
+
+
+def page(driver: WebDriver) -> dict[str, dict[str, Any]]:
+    cards: dict[str, dict[str, Any]] = driver.execute_script(READ_PAGE)
+    return cards
+
+
+def wait_page(
+    driver: WebDriver, predicate: Callable[[dict[str, dict[str, Any]]], bool], timeout: float
+) -> dict[str, dict[str, Any]]:
+    WebDriverWait(driver, timeout, poll_frequency=0.1).until(
+        lambda d: predicate(page(d)), message=f"the page showed: {page(driver)}"
+    )
+    return page(driver)
+
+
+def states(cards: dict[str, dict[str, Any]]) -> dict[str, str]:
+    return {name: card["state"] for name, card in cards.items()}
+
+
+def test_status_page_in_a_real_browser(synced_cluster: GaleraTestbed, browser: WebDriver) -> None:
+    nodes = [f"{n}={synced_cluster.node(n).address()}" for n in ("n1", "n2", "n3")]
+    n3 = synced_cluster.node("n3")
+    with AgentProcess(
+        nodes, synced_cluster.monitor_user, synced_cluster.password_file, TIMING
+    ) as agent:
+        agent.wait_for(lambda a: a.status == 200, timeout=15)
+        started = time.monotonic()
+        browser.get(f"http://127.0.0.1:{agent.port}/")
+        cards = wait_page(browser, lambda c: len(c) == 3, timeout=10)
+        first_render = time.monotonic() - started
+        assert states(cards) == {"n1": "synced", "n2": "synced", "n3": "synced"}
+        load_ms = browser.execute_script(
+            "const n = performance.getEntriesByType('navigation')[0];"
+            "return n.loadEventEnd - n.startTime;"
+        )
+        print(f"page load event {load_ms:.0f} ms; nodes drawn {first_render * 1000:.0f} ms")
+        n1 = cards["n1"]
+        assert n1["badge"] == "synced" and "ok" in n1["classes"].split()
+        assert "starting" in n1["timeline"] and "synced" in n1["timeline"]
+        assert browser.find_element(By.ID, "overall").text.lower() == "all serving"
+
+        n3.freeze()
+        try:
+            cards = wait_page(browser, lambda c: c["n3"]["state"] != "synced", timeout=15)
+            assert (cards["n1"]["state"], cards["n2"]["state"]) == ("synced", "synced")
+            frozen = cards["n3"]
+            assert frozen["state"] == "timeout", cards
+            assert "bad" in frozen["classes"].split() and frozen["badge"] == "timeout"
+            assert "no answer" in frozen["reason"]
+            assert "synced" in frozen["timeline"] and "timeout" in frozen["timeline"]
+            assert browser.find_element(By.ID, "overall").text.lower() == "1 of 3 not serving"
+            time.sleep(2.5)  # one more refresh: age and timeline as an operator would see them
+            SCREENSHOT.parent.mkdir(exist_ok=True)
+            assert browser.save_screenshot(str(SCREENSHOT))
+
+            # a phone: one column, nothing wider than the screen
+            browser.set_window_size(390, 844)
+            time.sleep(2.5)
+            overflow = browser.execute_script(
+                "const e = document.documentElement; return e.scrollWidth - e.clientWidth;"
+            )
+            assert overflow <= 0, overflow
+            assert len({card["left"] for card in page(browser).values()}) == 1
+        finally:
+            n3.thaw()
+
+        # The agent goes away: the page says so instead of showing old data as current.
+        agent.stop()
+        WebDriverWait(browser, 10, poll_frequency=0.2).until(
+            lambda d: d.find_element(By.ID, "error").is_displayed()
+        )
+        assert "not answering" in browser.find_element(By.ID, "error").text
+
+    # The page ran without a CSP violation or script error.
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    errors = [e for e in errors if "/status" not in e["message"]]  # the stopped agent
+    assert not errors, errors
