@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -193,3 +196,23 @@ def test_poll_stats_buckets_and_skips() -> None:
 )
 def test_status_value_maps_like_mysqld_exporter(raw: str, expected: float | None) -> None:
     assert status_value(raw) == expected
+
+
+def test_docs_only_use_metrics_the_agent_exports(
+    store: VerdictStore, stats: dict[str, PollStats], clock: Clock
+) -> None:
+    info = {"wsrep_local_state_uuid": "u", "wsrep_cluster_state_uuid": "c"}
+    for node in store.nodes:
+        put(store, stats[node], node, Snapshot(dict(SYNCED, **info)), clock.now)
+    put(store, stats["n1"], "n1", ProbeError("timeout", "x", timed_out=True), clock.now)
+    samples, types = scrape(store, stats)
+    exported = {name for name, _ in samples} | set(types)
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    for document in ("prometheus-alerts.yml", "grafana-dashboard.json", "observability.md"):
+        text = (docs / document).read_text()
+        used = set(re.findall(r"\b(galera_health_[a-z_]+|mysql_[a-z_]+)\b", text))
+        used = {n for n in used if not n.endswith("_")}  # `..._wsrep_x` shorthand in prose
+        assert used, document
+        assert used <= exported, (document, sorted(used - exported))
+    dashboard = json.loads((docs / "grafana-dashboard.json").read_text())
+    assert dashboard["panels"] and dashboard["uid"] == "galera-health"
