@@ -6,7 +6,6 @@ Built on the same test bed the integration tests use. Everything it starts it st
 from __future__ import annotations
 
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -53,7 +52,7 @@ def start_agent(node: TestbedNode, testbed: GaleraTestbed, port: int) -> subproc
 
 
 def sql_command(node: TestbedNode, statement: str) -> str:
-    return f"mariadb --no-defaults --socket={node.socket} -uroot -e {shlex.quote(statement)}"
+    return f'mariadb --no-defaults --socket={node.socket} -uroot -e "{statement}"'
 
 
 def print_guide(testbed: GaleraTestbed, ports: list[int], all_port: int) -> None:

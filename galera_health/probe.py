@@ -9,6 +9,7 @@ stalled auth, frozen server, blackholed address, stalled query) ends in bounded 
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -20,6 +21,10 @@ from .config import ConfigError, Credentials, NodeAddress, Timeouts
 from .verdict import Observation, ProbeError, Snapshot
 
 DRIVER_MODE = "pure"
+
+# The driver logs its auth plugin choice at INFO on every connect: during a freeze that would be
+# lines per reconnect. We log transitions, not connections.
+logging.getLogger("mysql.connector").setLevel(logging.WARNING)
 
 STATUS_NAMES = (
     "wsrep_cluster_status",
