@@ -104,7 +104,7 @@ def describe(settings: Settings) -> dict[str, Any]:
     """The effective configuration, safe to show: the user name, never a password."""
     return {
         "user": settings.credentials.user,
-        "password": password_source(settings),
+        "password_source": password_source(settings),
         "nodes": {n.name: n.display() for n in settings.nodes},
         "interval_seconds": settings.interval,
         "max_age_seconds": settings.max_age,

@@ -65,7 +65,7 @@ def test_status_metrics_and_json_logs(synced_cluster: GaleraTestbed) -> None:
         assert document["nodes"]["n2"]["facts"]["wsrep_cluster_size"] == "3"
         assert document["nodes"]["ghost"]["state"] == "unreachable"
         assert document["nodes"]["n1"]["policy"]["hold_down_source"] == "evs.suspect_timeout"
-        assert document["agent"]["password"].startswith("password_file ")
+        assert document["agent"]["password_source"].startswith("password_file ")
 
         # ?format=health: one unusable node is a fail, 503, like /health
         answer = agent.get("/status?format=health")

@@ -60,7 +60,11 @@ def store(clock: Clock) -> VerdictStore:
 
 
 def describe() -> dict[str, Any]:
-    return {"user": "health", "password": "password_file /run/secret", "nodes": {"n1": "h:3306"}}
+    return {
+        "user": "health",
+        "password_source": "password_file /run/secret",
+        "nodes": {"n1": "h:3306"},
+    }
 
 
 @pytest.fixture
@@ -193,7 +197,7 @@ def test_no_secret_in_status(store: VerdictStore, clock: Clock, tmp_path: Path) 
     assert "s3cret" not in body
     document = json.loads(body)
     validate_status(document)
-    assert document["agent"]["password"] == f"password_file {secret}"
+    assert document["agent"]["password_source"] == f"password_file {secret}"
 
 
 def test_status_page_is_self_contained(client: FlaskClient) -> None:
