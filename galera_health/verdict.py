@@ -34,6 +34,10 @@ AGENT_FAULT_KINDS = frozenset(
     {"access_denied", "too_many_connections", "auth_plugin_unsupported", "config_error"}
 )
 
+# Measurement hiccups, debounced by `fall`: a loaded node or a rotated password must not take
+# every node out at once. Everything else is a fact the node told us and turns 503 at once.
+SOFT_STATES = frozenset({"timeout", "lagging", "error"}) | AGENT_FAULT_KINDS
+
 # States in which a node shows it has noticed its own eviction from the Primary component.
 EVICTION_SEEN_STATES = frozenset({"non_primary", "disconnected"})
 
@@ -68,9 +72,36 @@ Observation = Snapshot | ProbeError
 
 @dataclass(frozen=True)
 class Policy:
-    """Operator choices. hold_down None: derive it from the node's evs.suspect_timeout."""
+    """Operator choices; the defaults are the strict ones (only Synced/Primary is usable)."""
 
-    hold_down: float | None = None
+    hold_down: float | None = None  # None: derive it from the node's evs.suspect_timeout
+    available_when_donor: bool = False
+    available_when_readonly: bool = False
+    allow_standalone: bool = False  # wsrep_on=OFF
+    max_recv_queue: int | None = None
+    min_cluster_size: int | None = None
+    rise: int = 1
+    fall: int = 1
+    fall_timeout: int | None = None  # None: same as fall
+    fall_agent_error: int | None = None  # None: same as fall
+
+    def fall_for(self, state: str) -> int:
+        """Consecutive bad polls before a healthy node turns 503, by kind of badness."""
+        if state == "timeout" and self.fall_timeout is not None:
+            return self.fall_timeout
+        if state in AGENT_FAULT_KINDS and self.fall_agent_error is not None:
+            return self.fall_agent_error
+        return self.fall
+
+
+@dataclass(frozen=True)
+class Classification:
+    state: str
+    detail: str
+    usable: bool
+
+    def reason_text(self) -> str:
+        return f"{self.state} ({self.detail})" if self.detail else self.state
 
 
 @dataclass(frozen=True)
@@ -89,6 +120,9 @@ class Verdict:
     hold_down_pending: bool = False
     healthy_since_mono: float | None = None
     hold_down_seconds: float | None = None
+    # rise/fall bookkeeping: consecutive usable / unusable polls
+    good_streak: int = 0
+    bad_streak: int = 0
 
     @property
     def reason(self) -> str:
@@ -135,42 +169,97 @@ def is_on(value: str | None) -> bool:
     return value is not None and value.strip().upper() in ("ON", "1", "TRUE", "YES")
 
 
-def classify(facts: Mapping[str, str]) -> tuple[str, str]:
-    """(state, detail) of a node from its facts alone; state 'synced' means usable."""
+def _shown(facts: Mapping[str, str], name: str) -> str:
+    value = facts.get(name)
+    return f"{name}={value if value is not None else 'absent'}"
+
+
+def classify(facts: Mapping[str, str], policy: Policy = Policy()) -> Classification:
+    """What the facts alone say about a node under a policy. Checks run from the gravest fact
+    down, so the reason names the first thing an operator must fix."""
     missing = [name for name in REQUIRED_VARIABLES if name not in facts]
     if "wsrep_on" in missing:
-        return "unsupported_server", "no wsrep_on variable: not a MariaDB Galera server"
+        return Classification(
+            "unsupported_server", "no wsrep_on variable: not a MariaDB Galera server", False
+        )
+    allowed: Classification | None = None
     if not is_on(facts.get("wsrep_on")):
-        return "not_galera", "wsrep_on=OFF"
-    if missing:
-        return "unsupported_server", f"server lacks {', '.join(missing)}"
-    connected = facts.get("wsrep_connected")
-    if not is_on(connected):
-        return "disconnected", f"wsrep_connected={connected if connected is not None else 'absent'}"
-    cluster_status = facts.get("wsrep_cluster_status")
-    if cluster_status != "Primary":
-        shown = cluster_status if cluster_status is not None else "absent"
-        return "non_primary", f"wsrep_cluster_status={shown}"
+        if not policy.allow_standalone:
+            return Classification("not_galera", "wsrep_on=OFF", False)
+        allowed = Classification("standalone", "wsrep_on=OFF, allowed by allow_standalone", True)
+    else:
+        if missing:
+            return Classification("unsupported_server", f"server lacks {', '.join(missing)}", False)
+        node_problem = galera_problem(facts, policy)
+        if node_problem is not None and not node_problem.usable:
+            return node_problem
+        allowed = node_problem
+    if is_on(facts.get("read_only")):
+        if not policy.available_when_readonly:
+            return Classification("read_only", "read_only=ON", False)
+        if allowed is None:
+            allowed = Classification(
+                "read_only", "read_only=ON, allowed by available_when_readonly", True
+            )
+    return allowed or Classification("synced", "", True)
+
+
+def galera_problem(facts: Mapping[str, str], policy: Policy) -> Classification | None:
+    """The first wsrep fact that makes the node unusable (or usable only by policy), or None."""
+    if not is_on(facts.get("wsrep_connected")):
+        return Classification("disconnected", _shown(facts, "wsrep_connected"), False)
+    if facts.get("wsrep_cluster_status") != "Primary":
+        return Classification("non_primary", _shown(facts, "wsrep_cluster_status"), False)
+    allowed: Classification | None = None
     local_state = facts.get("wsrep_local_state")
     if local_state != "4":
+        shown = _shown(facts, "wsrep_local_state")
         comment = facts.get("wsrep_local_state_comment")
-        shown = f"wsrep_local_state={local_state if local_state is not None else 'absent'}"
         if comment:
             shown += f" ({comment})"
         if local_state == "2" and is_on(facts.get("wsrep_desync")):
-            return "desynced", shown + ", wsrep_desync=ON"
-        return LOCAL_STATE_NAMES.get(local_state or "", "unknown_state"), shown
-    ready = facts.get("wsrep_ready")
-    if not is_on(ready):
-        return "not_ready", f"wsrep_ready={ready if ready is not None else 'absent'}"
+            # wsrep_desync=ON reports the same state 2 as a donor: an operator's desync is never
+            # a donor the policy may keep.
+            return Classification("desynced", shown + ", wsrep_desync=ON", False)
+        state = LOCAL_STATE_NAMES.get(local_state or "", "unknown_state")
+        if state != "donor" or not policy.available_when_donor:
+            return Classification(state, shown, False)
+        if is_on(facts.get("wsrep_sst_donor_rejects_queries")):
+            return Classification("donor", shown + ", wsrep_sst_donor_rejects_queries=ON", False)
+        allowed = Classification("donor", shown + ", allowed by available_when_donor", True)
+    if not is_on(facts.get("wsrep_ready")):
+        return Classification("not_ready", _shown(facts, "wsrep_ready"), False)
     if is_on(facts.get("wsrep_desync")):
-        return "desynced", "wsrep_desync=ON"
+        return Classification("desynced", "wsrep_desync=ON", False)
     reject = facts.get("wsrep_reject_queries", "NONE")
     if reject.upper() != "NONE":
-        return "rejecting_queries", f"wsrep_reject_queries={reject}"
-    if is_on(facts.get("read_only")):
-        return "read_only", "read_only=ON"
-    return "synced", ""
+        return Classification("rejecting_queries", f"wsrep_reject_queries={reject}", False)
+    if policy.min_cluster_size is not None:
+        size = as_int(facts.get("wsrep_cluster_size"))
+        if size is None or size < policy.min_cluster_size:
+            return Classification(
+                "cluster_too_small",
+                f"{_shown(facts, 'wsrep_cluster_size')} < min_cluster_size "
+                f"{policy.min_cluster_size}",
+                False,
+            )
+    if policy.max_recv_queue is not None:
+        queue = as_int(facts.get("wsrep_local_recv_queue"))
+        if queue is None or queue > policy.max_recv_queue:
+            return Classification(
+                "lagging",
+                f"{_shown(facts, 'wsrep_local_recv_queue')} > max_recv_queue "
+                f"{policy.max_recv_queue}",
+                False,
+            )
+    return allowed
+
+
+def as_int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 def evaluate(
@@ -182,26 +271,43 @@ def evaluate(
     now_wall: float,
     poll_seconds: float,
 ) -> Verdict:
+    """One poll's meaning, given what the node looked like before (HAProxy-style rise/fall,
+    the hold-down after a hang)."""
+    was_healthy = previous is not None and previous.healthy
     pending = previous.hold_down_pending if previous is not None else False
-    healthy_since: float | None = None
     hold_down: float | None = previous.hold_down_seconds if previous is not None else None
+    healthy_since: float | None = None
     facts: Mapping[str, str] = {}
-    fault: str | None
 
     if isinstance(observation, ProbeError):
-        state, detail = observation.kind, observation.detail
-        fault = "agent" if observation.agent_fault else "node"
+        found = Classification(observation.kind, observation.detail, False)
+        fault: str | None = "agent" if observation.agent_fault else "node"
         if observation.timed_out:
             pending = True
     else:
         facts = observation.facts
-        state, detail = classify(facts)
-        fault = None if state == "synced" else "node"
-        if state in EVICTION_SEEN_STATES:
+        found = classify(facts, policy)
+        fault = None if found.usable else "node"
+        if found.state in EVICTION_SEEN_STATES:
             # The node has noticed it left the Primary component: its next claim to be in one
             # is current, not the stale view of a thawed process. No hold-down needed after it.
             pending = False
-        if state == "synced" and pending:
+
+    good = (previous.good_streak + 1 if previous is not None else 1) if found.usable else 0
+    bad = 0 if found.usable else (previous.bad_streak + 1 if previous is not None else 1)
+    state, detail, healthy = found.state, found.detail, found.usable
+
+    if was_healthy and previous is not None:
+        pending = pending and not found.usable
+        if not found.usable and found.state in SOFT_STATES:
+            limit = policy.fall_for(found.state)
+            if bad < limit:
+                # Debounced: still in service, and /status says why it might not be soon.
+                state, healthy, fault = previous.state, True, None
+                detail = f"{found.reason_text()}; bad poll {bad} of {limit} before fall"
+    elif found.usable:
+        waits: list[str] = []
+        if pending and not isinstance(observation, ProbeError):
             hold_down = hold_down_for(policy, observation.provider_options)
             healthy_since = (
                 previous.healthy_since_mono
@@ -212,19 +318,21 @@ def evaluate(
             if waited >= hold_down:
                 pending, healthy_since = False, None
             else:
-                state = "recovering"
-                detail = (
-                    f"looks synced for {waited:.1f} s of a {hold_down:g} s hold-down after a "
-                    "timeout; a thawed node may still be evicted"
+                waits.append(
+                    f"looks {found.state} for {waited:.1f} s of a {hold_down:g} s hold-down "
+                    "after a timeout; a thawed node may still be evicted"
                 )
-                fault = "node"
+        if good < policy.rise:
+            waits.append(f"good poll {good} of {policy.rise} before rise")
+        if waits:
+            state, detail, healthy, fault = "recovering", "; ".join(waits), False, "node"
 
     since = now_wall
     if previous is not None and previous.state == state:
         since = previous.since
     return Verdict(
         node=node,
-        healthy=state == "synced",
+        healthy=healthy,
         state=state,
         detail=detail,
         fault=fault,
@@ -236,4 +344,6 @@ def evaluate(
         hold_down_pending=pending,
         healthy_since_mono=healthy_since,
         hold_down_seconds=hold_down,
+        good_streak=good,
+        bad_streak=bad,
     )

@@ -120,15 +120,14 @@ def facts(**changes: str | None) -> dict[str, str]:
     ],
 )
 def test_classify_each_state(changes: dict[str, str | None], state: str, detail: str) -> None:
-    assert classify(facts(**changes)) == (state, detail)
+    found = classify(facts(**changes))
+    assert (found.state, found.detail, found.usable) == (state, detail, state == "synced")
 
 
 def test_split_beats_every_other_fact() -> None:
     # A split node that is also read-only must be reported for the split, the bigger problem.
-    state, _ = classify(
-        facts(wsrep_cluster_status="non-Primary", read_only="ON", wsrep_ready="OFF")
-    )
-    assert state == "non_primary"
+    found = classify(facts(wsrep_cluster_status="non-Primary", read_only="ON", wsrep_ready="OFF"))
+    assert found.state == "non_primary"
 
 
 TRUTHY = st.sampled_from(["ON", "OFF", "1", "0", "on", "off", ""])
@@ -159,7 +158,8 @@ def any_facts(draw: st.DrawFn) -> dict[str, str]:
 
 @given(any_facts())
 def test_healthy_only_when_every_condition_holds(node_facts: dict[str, str]) -> None:
-    state, detail = classify(node_facts)
+    found = classify(node_facts)
+    state, detail = found.state, found.detail
     usable = (
         node_facts.get("wsrep_on", "").upper() in ("ON", "1")
         and node_facts.get("wsrep_connected", "").upper() in ("ON", "1")
@@ -290,3 +290,139 @@ def test_provider_option_lookup() -> None:
     options = "base_port = 4567; evs.suspect_timeout = PT5S; gmcast.isolate = 0"
     assert provider_option(options, "evs.suspect_timeout") == "PT5S"
     assert provider_option(options, "evs.inactive_timeout") is None
+
+
+DONOR = {"wsrep_local_state": "2", "wsrep_local_state_comment": "Donor/Desynced"}
+
+
+@pytest.mark.parametrize(
+    ("changes", "policy", "state", "usable"),
+    [
+        (DONOR, Policy(), "donor", False),
+        (DONOR, Policy(available_when_donor=True), "donor", True),
+        (
+            {**DONOR, "wsrep_sst_donor_rejects_queries": "ON"},
+            Policy(available_when_donor=True),
+            "donor",
+            False,
+        ),
+        # a manual desync reports the same state 2: never kept as a donor
+        ({**DONOR, "wsrep_desync": "ON"}, Policy(available_when_donor=True), "desynced", False),
+        ({"read_only": "ON"}, Policy(available_when_readonly=True), "read_only", True),
+        ({"read_only": "ON"}, Policy(available_when_donor=True), "read_only", False),
+        ({**DONOR, "read_only": "ON"}, Policy(available_when_donor=True), "read_only", False),
+        (
+            {**DONOR, "read_only": "ON"},
+            Policy(available_when_donor=True, available_when_readonly=True),
+            "donor",
+            True,
+        ),
+        ({"wsrep_local_recv_queue": "17"}, Policy(max_recv_queue=16), "lagging", False),
+        ({"wsrep_local_recv_queue": "16"}, Policy(max_recv_queue=16), "synced", True),
+        ({"wsrep_local_recv_queue": None}, Policy(max_recv_queue=16), "lagging", False),
+        ({"wsrep_cluster_size": "2"}, Policy(min_cluster_size=3), "cluster_too_small", False),
+        ({"wsrep_cluster_size": "3"}, Policy(min_cluster_size=3), "synced", True),
+        ({"wsrep_on": "OFF"}, Policy(), "not_galera", False),
+        ({"wsrep_on": "OFF"}, Policy(allow_standalone=True), "standalone", True),
+        ({"wsrep_on": "OFF", "read_only": "ON"}, Policy(allow_standalone=True), "read_only", False),
+        # options never rescue a split or a disconnected node
+        (
+            {"wsrep_cluster_status": "non-Primary"},
+            Policy(available_when_donor=True),
+            "non_primary",
+            False,
+        ),
+    ],
+)
+def test_policy_options(
+    changes: dict[str, str | None], policy: Policy, state: str, usable: bool
+) -> None:
+    found = classify(facts(**changes), policy)
+    assert (found.state, found.usable) == (state, usable), found
+
+
+def run(policy: Policy, observations: list[Snapshot | ProbeError]) -> list[tuple[bool, str]]:
+    verdict: Verdict | None = None
+    out = []
+    for index, observation in enumerate(observations):
+        verdict = step(observation, verdict, float(index), policy)
+        out.append((verdict.healthy, verdict.state))
+    return out
+
+
+LAGGING = Snapshot(dict(SYNCED, wsrep_local_recv_queue="500"))
+SPLIT = Snapshot(dict(SYNCED, wsrep_cluster_status="non-Primary"))
+DENIED = ProbeError("access_denied", "the agent's login was refused")
+
+
+def test_fall_debounces_soft_failures_only() -> None:
+    policy = Policy(fall=3, max_recv_queue=10)
+    assert run(policy, [HEALTHY, LAGGING, LAGGING, LAGGING, HEALTHY]) == [
+        (True, "synced"),
+        (True, "synced"),
+        (True, "synced"),
+        (False, "lagging"),
+        (True, "synced"),
+    ]
+    # a hard fact turns 503 at once, whatever fall says
+    assert run(policy, [HEALTHY, SPLIT]) == [(True, "synced"), (False, "non_primary")]
+    assert run(policy, [HEALTHY, REFUSED]) == [(True, "synced"), (False, "unreachable")]
+    # the streak must be consecutive
+    assert all(h for h, _ in run(policy, [HEALTHY, LAGGING, LAGGING, HEALTHY, LAGGING, LAGGING]))
+
+
+def test_fall_for_timeouts_and_agent_errors_set_apart() -> None:
+    policy = Policy(fall=1, fall_timeout=2, fall_agent_error=4)
+    assert run(policy, [HEALTHY, TIMEOUT, TIMEOUT]) == [
+        (True, "synced"),
+        (True, "synced"),
+        (False, "timeout"),
+    ]
+    healthy_flags = [h for h, _ in run(policy, [HEALTHY, DENIED, DENIED, DENIED, DENIED])]
+    assert healthy_flags == [True, True, True, True, False]
+    assert run(Policy(fall=2), [HEALTHY, TIMEOUT, HEALTHY]) == [(True, "synced")] * 3
+
+
+def test_debounced_verdict_says_what_is_coming() -> None:
+    v = step(HEALTHY, None, 0.0, Policy(fall_timeout=3))
+    v = step(TIMEOUT, v, 1.0, Policy(fall_timeout=3))
+    assert v.healthy and v.state == "synced" and v.fault is None
+    assert v.detail.startswith("timeout (no answer") and "bad poll 1 of 3 before fall" in v.detail
+    assert not v.hold_down_pending or v.healthy  # a node kept in service needs no hold-down
+
+
+def test_rise_needs_consecutive_good_polls() -> None:
+    policy = Policy(rise=3)
+    assert run(policy, [SPLIT, HEALTHY, HEALTHY, HEALTHY, SPLIT, HEALTHY]) == [
+        (False, "non_primary"),
+        (False, "recovering"),
+        (False, "recovering"),
+        (True, "synced"),
+        (False, "non_primary"),
+        (False, "recovering"),
+    ]
+
+
+@given(
+    st.lists(
+        st.sampled_from([HEALTHY, LAGGING, SPLIT, TIMEOUT, REFUSED, DENIED]),
+        min_size=1,
+        max_size=30,
+    ),
+    st.integers(1, 4),
+    st.integers(1, 4),
+)
+def test_never_healthy_on_a_hard_fact_and_never_fewer_than_rise(
+    observations: list[Snapshot | ProbeError], rise: int, fall: int
+) -> None:
+    policy = Policy(rise=rise, fall=fall, max_recv_queue=10, hold_down=0.0)
+    verdict: Verdict | None = None
+    good_run = 0
+    for index, observation in enumerate(observations):
+        was_healthy = verdict is not None and verdict.healthy
+        verdict = step(observation, verdict, float(index), policy)
+        good_run = good_run + 1 if observation is HEALTHY else 0
+        if observation in (SPLIT, REFUSED):
+            assert not verdict.healthy
+        if verdict.healthy and not was_healthy:
+            assert good_run >= rise
