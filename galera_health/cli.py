@@ -13,15 +13,25 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from types import FrameType
 from typing import Any
 
 from . import __version__
-from .config import KEYS, ConfigError, Settings, load_settings
+from .config import (
+    ENV_PREFIX,
+    KEYS,
+    NODE_NAME_RE,
+    ConfigError,
+    Settings,
+    load_settings,
+    raw_from_toml,
+)
 from .logs import setup_logging
+from .poller import log_transition
 from .probe import DRIVER_MODE, NodeProbe
-from .verdict import Policy, evaluate
+from .verdict import evaluate
 
 log = logging.getLogger("galera_health")
 
@@ -52,6 +62,19 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backoff-max", help="cap of the retry backoff after access errors (30)")
     parser.add_argument("--log-level", help="debug, info, warning or error (info)")
     parser.add_argument("--log-format", help="text or json: one JSON object per line (text)")
+    policy = parser.add_argument_group("policy (see README: Operating policies)")
+    for flag, text in (
+        ("--available-when-donor", "keep a Donor node in service if it serves queries (off)"),
+        ("--available-when-readonly", "keep read_only=ON nodes in service, a reader pool (off)"),
+        ("--allow-standalone", "accept wsrep_on=OFF, a server outside Galera (off)"),
+    ):
+        policy.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+    policy.add_argument("--max-recv-queue", help="wsrep_local_recv_queue above this: lagging")
+    policy.add_argument("--min-cluster-size", help="a smaller Primary component: 503")
+    policy.add_argument("--rise", help="good polls needed to come back (1)")
+    policy.add_argument("--fall", help="bad polls needed to go out; hard facts go at once (1)")
+    policy.add_argument("--fall-timeout", help="fall for timeouts (default: --fall)")
+    policy.add_argument("--fall-agent-error", help="fall for the agent's access errors (--fall)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,9 +92,28 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--stuck-after", help="seconds a poll may run before /livez reports it stuck (60)"
     )
+    serve.add_argument(
+        "--drain-seconds", help="on SIGTERM, answer 503 draining this long, then exit (11)"
+    )
+    serve.add_argument("--state-dir", help="directory of maintenance files (off)")
+    serve.add_argument(
+        "--kill-sessions",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="after a drain or maintenance, kill the node's client sessions (off)",
+    )
 
     check = commands.add_parser("check", help="poll each node once, print verdicts, exit 0/1/2")
     add_connection_options(check)
+
+    switch = commands.add_parser(
+        "maintenance", help="put nodes in or out of maintenance (503 at once, kept on restart)"
+    )
+    switch.add_argument("action", choices=("on", "off", "status"))
+    switch.add_argument("--node", help="one node by name (default: every node of the agent)")
+    switch.add_argument("--reason", default="", help="why, shown in /status and the logs")
+    switch.add_argument("--state-dir", help="the agent's state_dir (or from --config / env)")
+    switch.add_argument("--config", metavar="FILE", help="the agent's TOML config file")
 
     demo = commands.add_parser("demo", help="start a local 3-node Galera cluster with agents")
     demo.add_argument("--size", type=int, default=3, help="number of Galera nodes (3)")
@@ -114,7 +156,11 @@ def describe(settings: Settings) -> dict[str, Any]:
             "write": settings.timeouts.write,
             "statement": settings.timeouts.statement,
         },
-        "hold_down_seconds": settings.hold_down,
+        "policy": asdict(settings.policy),
+        "drain_seconds": settings.drain_seconds,
+        "state_dir": settings.state_dir,
+        "kill_sessions": settings.kill_sessions,
+        "config_path": settings.config_path,
         "backoff_max_seconds": settings.backoff_max,
         "stuck_after_seconds": settings.stuck_after,
         "listen": settings.listen.display(),
@@ -124,7 +170,40 @@ def describe(settings: Settings) -> dict[str, Any]:
     }
 
 
-def serve(settings: Settings) -> int:
+def maintenance_command(args: argparse.Namespace) -> int:
+    """Writes the maintenance file the agent watches: the local channel to a running agent."""
+    from . import maintenance
+
+    state_dir = args.state_dir or os.environ.get(ENV_PREFIX + "STATE_DIR")
+    path = args.config or os.environ.get(ENV_PREFIX + "CONFIG")
+    if state_dir is None and path:
+        try:
+            state_dir = raw_from_toml(path).get("state_dir")
+        except ConfigError as exc:
+            return fail(str(exc))
+    if not state_dir:
+        return fail("no state_dir; give --state-dir DIR (the agent's state_dir) or --config FILE")
+    if not os.path.isdir(state_dir):
+        return fail(f"state_dir {state_dir!r} is not a directory; check the path")
+    if args.node is not None and not NODE_NAME_RE.match(args.node):
+        return fail(f"node name {args.node!r} is not a valid node name")
+    if args.action == "status":
+        for name in sorted(os.listdir(state_dir)):
+            if name == maintenance.ALL_NODES_FILE or name.startswith("maintenance."):
+                record = maintenance.read_one(os.path.join(state_dir, name))
+                if record is not None:
+                    print(f"{name}: {record.description}")
+        return 0
+    try:
+        written = maintenance.switch(state_dir, args.node, args.action == "on", args.reason)
+    except OSError as exc:
+        return fail(f"cannot change {state_dir!r}: {exc.strerror}; run as a user who may write it")
+    target = f"node {args.node}" if args.node else "every node"
+    print(f"maintenance {args.action} for {target} ({written})")
+    return 0
+
+
+def serve(settings: Settings, reload_settings: Callable[[], Settings] | None = None) -> int:
     from waitress.server import create_server
 
     from .poller import Poller
@@ -132,12 +211,12 @@ def serve(settings: Settings) -> int:
     from .web import SERVER_SETTINGS, create_app
 
     store = VerdictStore([n.name for n in settings.nodes], settings.max_age)
-    poller = Poller(settings, store)
+    poller = Poller(settings, store, reload_settings=reload_settings)
     app = create_app(
         store,
         poller.liveness,
-        lambda: describe(settings),
-        policy=poller.policy,
+        lambda: describe(poller.settings),
+        policy=lambda: poller.policy,
         stats=poller.stats(),
     )
     listen = settings.listen.display()
@@ -152,8 +231,24 @@ def serve(settings: Settings) -> int:
     def stop(signum: int, _frame: FrameType | None) -> None:
         raise SystemExit(0)
 
-    signal.signal(signal.SIGTERM, stop)
+    def drain(signum: int, _frame: FrameType | None) -> None:
+        """SIGTERM: answer 503 draining long enough for the LB to see it, still serving, then
+        exit 0. A second SIGTERM (or SIGINT) exits at once."""
+        seconds = poller.settings.drain_seconds
+        if store.draining is not None or seconds <= 0:
+            raise SystemExit(0)
+        reason = f"agent stopping, exit in {seconds:g} s"
+        for transition in store.start_drain(reason):
+            log_transition(transition)
+        signal.signal(signal.SIGALRM, stop)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+
+    def reload(signum: int, _frame: FrameType | None) -> None:
+        poller.request_reload()
+
+    signal.signal(signal.SIGTERM, drain)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reload)
     poller.start()
     config = describe(settings)
     log.info(
@@ -190,7 +285,7 @@ def check(settings: Settings) -> int:
         finished = time.monotonic()
         verdict = evaluate(
             observation,
-            Policy(hold_down=settings.hold_down),
+            settings.policy,
             None,
             address.name,
             finished,
@@ -209,16 +304,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .demo import run_demo
 
         return run_demo(size=args.size, first_port=args.port)
-    try:
-        settings = load_settings(
+    if args.command == "maintenance":
+        return maintenance_command(args)
+
+    def load() -> Settings:
+        return load_settings(
             flags_from(args),
             os.environ,
             config_path=args.config,
             need_listen=args.command == "serve",
         )
+
+    try:
+        settings = load()
     except ConfigError as exc:
         return fail(str(exc))
     setup_logging(settings.log_level, settings.log_format)
     if args.command == "serve":
-        return serve(settings)
+        return serve(settings, reload_settings=load)
     return check(settings)

@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .verdict import Policy
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
@@ -105,11 +107,15 @@ class Settings:
     interval: float = 1.0
     timeouts: Timeouts = field(default_factory=Timeouts)
     max_age_setting: float | None = None
-    hold_down: float | None = None
     backoff_max: float = 30.0
     stuck_after: float = 60.0
     log_level: str = "info"
     log_format: str = "text"
+    policy: Policy = field(default_factory=Policy)
+    drain_seconds: float = 11.0
+    state_dir: str | None = None
+    kill_sessions: bool = False
+    config_path: str | None = None
 
     @property
     def max_age(self) -> float:
@@ -236,7 +242,22 @@ KEYS: dict[str, Key] = {
     "stuck_after": Key(float, minimum=1.0),
     "log_level": Key(str),
     "log_format": Key(str),
+    "available_when_donor": Key(bool),
+    "available_when_readonly": Key(bool),
+    "allow_standalone": Key(bool),
+    "max_recv_queue": Key(int, minimum=0),
+    "min_cluster_size": Key(int, minimum=1),
+    "rise": Key(int, minimum=1),
+    "fall": Key(int, minimum=1),
+    "fall_timeout": Key(int, minimum=1),
+    "fall_agent_error": Key(int, minimum=1),
+    "drain_seconds": Key(float, minimum=0.0),
+    "state_dir": Key(str),
+    "kill_sessions": Key(bool),
 }
+
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
 
 
 def coerce(key: str, value: Any, source: str) -> Any:
@@ -249,6 +270,12 @@ def coerce(key: str, value: Any, source: str) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{where} must be a string, got {type(value).__name__}")
         return value
+    if spec.kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in TRUE_WORDS + FALSE_WORDS:
+            return value.strip().lower() in TRUE_WORDS
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
     if isinstance(value, bool):
         raise ConfigError(f"{where} must be a number, got a boolean")
     number: float
@@ -371,6 +398,12 @@ def build_settings(layers: Sequence[dict[str, Any]], need_listen: bool = True) -
     if need_listen and raw.get("listen"):
         listen = ListenAddress(*parse_host_port(raw["listen"], "listen", None))
 
+    state_dir = raw.get("state_dir")
+    if state_dir is not None and not os.path.isdir(state_dir):
+        raise ConfigError(
+            f"state_dir {state_dir!r} is not a directory; create it (mkdir -p) or fix the path"
+        )
+
     level = str(raw.get("log_level", "info")).lower()
     if level not in LOG_LEVELS:
         raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
@@ -397,11 +430,26 @@ def build_settings(layers: Sequence[dict[str, Any]], need_listen: bool = True) -
         interval=raw.get("interval", 1.0),
         timeouts=timeouts,
         max_age_setting=raw.get("max_age"),
-        hold_down=raw.get("hold_down"),
         backoff_max=raw.get("backoff_max", 30.0),
         stuck_after=raw.get("stuck_after", 60.0),
         log_level=level,
         log_format=log_format,
+        policy=Policy(
+            hold_down=raw.get("hold_down"),
+            available_when_donor=raw.get("available_when_donor", False),
+            available_when_readonly=raw.get("available_when_readonly", False),
+            allow_standalone=raw.get("allow_standalone", False),
+            max_recv_queue=raw.get("max_recv_queue"),
+            min_cluster_size=raw.get("min_cluster_size"),
+            rise=raw.get("rise", 1),
+            fall=raw.get("fall", 1),
+            fall_timeout=raw.get("fall_timeout"),
+            fall_agent_error=raw.get("fall_agent_error"),
+        ),
+        drain_seconds=raw.get("drain_seconds", 11.0),
+        state_dir=raw.get("state_dir"),
+        kill_sessions=raw.get("kill_sessions", False),
+        config_path=raw.get("config_path"),
     )
 
 
@@ -414,6 +462,7 @@ def load_settings(
     """flags: already-typed values from the command line (None = not given)."""
     path = config_path or env.get(ENV_PREFIX + "CONFIG")
     file_layer = raw_from_toml(path) if path else {}
+    file_layer["config_path"] = path
     flag_layer: dict[str, Any] = {}
     for key, value in flags.items():
         if value is None:

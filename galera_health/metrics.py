@@ -172,14 +172,14 @@ class AgentCollector(Collector):
         )
         maintenance = GaugeMetricFamily(
             "galera_health_maintenance",
-            "1 when the node is in maintenance. Maintenance mode is not built yet: always 0.",
+            "1 when the node is in maintenance (a maintenance file in state_dir).",
             labels=["node"],
         )
         for view in views:
             up.add_metric([view.node], 1.0 if view.healthy else 0.0)
             if view.age_seconds is not None:
                 age.add_metric([view.node], view.age_seconds)
-            maintenance.add_metric([view.node], 0.0)
+            maintenance.add_metric([view.node], 0.0 if view.maintenance is None else 1.0)
         yield from (up, age, maintenance)
         yield from self._poll_metrics()
         yield from self._wsrep_metrics(views)

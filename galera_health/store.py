@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from .maintenance import Maintenance
 from .verdict import Verdict
 
 
@@ -36,6 +37,7 @@ class NodeView:
     reason: str
     age_seconds: float | None
     verdict: Verdict | None
+    maintenance: Maintenance | None = None
 
 
 class VerdictStore:
@@ -50,8 +52,71 @@ class VerdictStore:
         self.max_age = max_age
         self._clock = clock
         self._latest: dict[str, Verdict] = {}
+        self._history_size = history
         self._history: dict[str, deque[Transition]] = {n: deque(maxlen=history) for n in self.nodes}
         self._history_lock = threading.Lock()  # held for a deque append or copy, never for I/O
+        # Overlays decided outside the poll and applied at read time, so they act at once:
+        self._maintenance: dict[str, Maintenance] = {}
+        self._draining: str | None = None
+
+    def set_nodes(self, nodes: Iterable[str]) -> None:
+        """A reload: keep the verdicts and history of nodes that stay."""
+        names = tuple(nodes)
+        with self._history_lock:
+            for name in names:
+                self._history.setdefault(name, deque(maxlen=self._history_size))
+        for gone in set(self.nodes) - set(names):
+            self._latest.pop(gone, None)
+        self.nodes = names
+
+    def set_maintenance(self, maintenance: dict[str, Maintenance]) -> list[Transition]:
+        """Swap in which nodes are in maintenance; return the transitions it makes."""
+        before, now = self._maintenance, time.time()
+        changes: list[Transition] = []
+        for node in self.nodes:
+            old, new = before.get(node), maintenance.get(node)
+            if (old is None) == (new is None):
+                continue
+            underlying = self._polled_view(node)
+            if new is not None:
+                changes.append(
+                    Transition(node, now, underlying.state, "maintenance", new.description, False)
+                )
+            else:
+                changes.append(
+                    Transition(
+                        node,
+                        now,
+                        "maintenance",
+                        underlying.state,
+                        underlying.reason,
+                        underlying.healthy,
+                    )
+                )
+        self._maintenance = dict(maintenance)
+        self._record(changes)
+        return changes
+
+    def start_drain(self, reason: str) -> list[Transition]:
+        now = time.time()
+        changes = [
+            Transition(node, now, self.view(node).state, "draining", reason, False)
+            for node in self.nodes
+        ]
+        self._draining = reason
+        self._record(changes)
+        return changes
+
+    @property
+    def draining(self) -> str | None:
+        return self._draining
+
+    def _record(self, transitions: list[Transition]) -> None:
+        with self._history_lock:
+            for transition in transitions:
+                self._history.setdefault(transition.node, deque(maxlen=self._history_size)).append(
+                    transition
+                )
 
     def publish(self, verdict: Verdict) -> Transition | None:
         """Swap in a node's new verdict; return the transition if its state changed."""
@@ -68,8 +133,7 @@ class VerdictStore:
             reason=verdict.reason,
             healthy=verdict.healthy,
         )
-        with self._history_lock:
-            self._history[verdict.node].append(transition)
+        self._record([transition])
         return transition
 
     def latest(self, node: str) -> Verdict | None:
@@ -80,6 +144,25 @@ class VerdictStore:
             return list(self._history.get(node, ()))
 
     def view(self, node: str, now: float | None = None) -> NodeView:
+        """What to answer for a node now: draining and maintenance first, then the poll."""
+        polled = self._polled_view(node, now)
+        if self._draining is not None:
+            reason = f"draining ({self._draining})"
+            return NodeView(node, False, "draining", reason, polled.age_seconds, polled.verdict)
+        maintenance = self._maintenance.get(node)
+        if maintenance is not None:
+            return NodeView(
+                node,
+                False,
+                "maintenance",
+                maintenance.description,
+                polled.age_seconds,
+                polled.verdict,
+                maintenance,
+            )
+        return polled
+
+    def _polled_view(self, node: str, now: float | None = None) -> NodeView:
         verdict = self._latest.get(node)
         if verdict is None:
             return NodeView(node, False, "starting", "starting (no verdict yet)", None, None)

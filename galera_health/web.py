@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import Any
 
@@ -61,17 +62,36 @@ def rounded(value: float | None, digits: int = 3) -> float | None:
     return None if value is None or math.isnan(value) else round(value, digits)
 
 
+def healthy_states(policy: Policy) -> list[str]:
+    states = ["synced"]
+    if policy.available_when_donor:
+        states.append("donor")
+    if policy.available_when_readonly:
+        states.append("read_only")
+    if policy.allow_standalone:
+        states.append("standalone")
+    return states
+
+
 def policy_document(store: VerdictStore, policy: Policy, view: NodeView) -> dict[str, Any]:
     """The rules this node's verdict was decided by."""
     verdict = view.verdict
     applied = verdict.hold_down_seconds if verdict is not None else None
     return {
+        **asdict(policy),
         "max_age_seconds": store.max_age,
-        "healthy_states": ["synced"],
+        "healthy_states": healthy_states(policy),
         "hold_down_seconds": policy.hold_down if policy.hold_down is not None else applied,
         "hold_down_source": "config" if policy.hold_down is not None else "evs.suspect_timeout",
         "hold_down_pending": verdict.hold_down_pending if verdict is not None else False,
     }
+
+
+def maintenance_document(view: NodeView) -> dict[str, Any] | None:
+    record = view.maintenance
+    if record is None:
+        return None
+    return {"reason": record.reason, "since": record.since, "by": record.by, "file": record.path}
 
 
 def node_document(
@@ -99,6 +119,7 @@ def node_document(
             for t in store.transitions(view.node)
         ],
         "policy": policy_document(store, policy or Policy(), view),
+        "maintenance": maintenance_document(view),
     }
     if verdict is not None:
         document.update(
@@ -159,15 +180,16 @@ def create_app(
     liveness: Liveness,
     describe: Callable[[], dict[str, Any]] | None = None,
     *,
-    policy: Policy | None = None,
+    policy: Callable[[], Policy] | None = None,
     stats: Mapping[str, PollStats] | None = None,
 ) -> Flask:
     """The web layer, built from what it needs: tests fill a store by hand and call this.
     `stats`: the poller's per-node counters for /metrics (none: only store-derived metrics)."""
     app = Flask("galera_health")
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # nodes in configured order
     started_wall = time.time()
     started_mono = time.monotonic()
-    applied_policy = policy or Policy()
+    current_policy = policy or Policy
     registry = make_registry(store, stats or {})
     page = StatusPage()
 
@@ -209,7 +231,8 @@ def create_app(
             "uptime_seconds": round(time.monotonic() - started_mono, 3),
             "max_age_seconds": store.max_age,
             "healthy": all(v.healthy for v in views),
-            "nodes": {v.node: node_document(store, v, applied_policy) for v in views},
+            "draining": store.draining,
+            "nodes": {v.node: node_document(store, v, current_policy()) for v in views},
         }
         if describe is not None:
             document["agent"] = describe()

@@ -144,7 +144,9 @@ def test_existing_fields_are_kept(client: FlaskClient, store: VerdictStore, cloc
 
 
 def test_configured_hold_down_is_the_policy(store: VerdictStore, clock: Clock) -> None:
-    client = create_app(store, lambda: (True, "ok"), policy=Policy(hold_down=3.0)).test_client()
+    client = create_app(
+        store, lambda: (True, "ok"), policy=lambda: Policy(hold_down=3.0)
+    ).test_client()
     fill(store, clock, Policy(hold_down=3.0))
     policy = client.get("/status").get_json()["nodes"]["n1"]["policy"]
     assert (policy["hold_down_seconds"], policy["hold_down_source"]) == (3.0, "config")
