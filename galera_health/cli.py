@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="after a drain or maintenance, kill the node's client sessions (off)",
     )
+    serve.add_argument(
+        "--kill-sessions-after",
+        help="seconds after a drain or maintenance began to kill sessions (10)",
+    )
 
     check = commands.add_parser("check", help="poll each node once, print verdicts, exit 0/1/2")
     add_connection_options(check)
@@ -160,6 +164,7 @@ def describe(settings: Settings) -> dict[str, Any]:
         "drain_seconds": settings.drain_seconds,
         "state_dir": settings.state_dir,
         "kill_sessions": settings.kill_sessions,
+        "kill_sessions_after_seconds": settings.kill_sessions_after,
         "config_path": settings.config_path,
         "backoff_max_seconds": settings.backoff_max,
         "stuck_after_seconds": settings.stuck_after,

@@ -115,6 +115,7 @@ class Settings:
     drain_seconds: float = 11.0
     state_dir: str | None = None
     kill_sessions: bool = False
+    kill_sessions_after: float = 10.0
     config_path: str | None = None
 
     @property
@@ -254,6 +255,7 @@ KEYS: dict[str, Key] = {
     "drain_seconds": Key(float, minimum=0.0),
     "state_dir": Key(str),
     "kill_sessions": Key(bool),
+    "kill_sessions_after": Key(float, minimum=0.0),
 }
 
 TRUE_WORDS = ("1", "true", "yes", "on")
@@ -449,6 +451,7 @@ def build_settings(layers: Sequence[dict[str, Any]], need_listen: bool = True) -
         drain_seconds=raw.get("drain_seconds", 11.0),
         state_dir=raw.get("state_dir"),
         kill_sessions=raw.get("kill_sessions", False),
+        kill_sessions_after=raw.get("kill_sessions_after", 10.0),
         config_path=raw.get("config_path"),
     )
 

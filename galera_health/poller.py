@@ -49,6 +49,9 @@ class NodePoller:
         # a node is only ever touched by that node's job.
         self.next_probe: NodeProbe | None = None
         self.retired = False
+        # kill_sessions: how long after a drain/maintenance began, and which episode was done
+        self.kill_sessions_after: float | None = None
+        self._killed_for: float | None = None
 
     def _swap_probe(self) -> None:
         replacement, self.next_probe = self.next_probe, None
@@ -89,7 +92,35 @@ class NodePoller:
             self.running_since = None
         if transition is not None:
             log_transition(transition)
+        self._kill_sessions_if_due()
         return verdict
+
+    def _kill_sessions_if_due(self) -> None:
+        out_since = self.store.out_since(self.name)
+        after = self.kill_sessions_after
+        if after is None or out_since is None or out_since == self._killed_for:
+            return
+        if time.monotonic() - out_since < after:
+            return
+        self._killed_for = out_since
+        killed, error = self.probe.kill_client_sessions()
+        if error is None:
+            log.warning(
+                "%s: killed %d client session(s) %.0f s after it was taken out",
+                self.name,
+                killed,
+                after,
+                extra={"node": self.name, "event": "kill_sessions", "killed": killed},
+            )
+        else:
+            log.error(
+                "%s: kill_sessions failed after %d kill(s): %s (the monitor account needs "
+                "CONNECTION ADMIN for it)",
+                self.name,
+                killed,
+                error.detail,
+                extra={"node": self.name, "event": "kill_sessions"},
+            )
 
 
 HOUSEKEEPING_SECONDS = 0.25
@@ -142,9 +173,14 @@ class Poller:
         node = NodePoller(
             address.name, self._new_probe(address, self.settings), self.settings.policy, self.store
         )
+        node.kill_sessions_after = self._kill_after(self.settings)
         self.nodes[address.name] = node
         self.stats_by_node[address.name] = node.stats
         return node
+
+    @staticmethod
+    def _kill_after(settings: Settings) -> float | None:
+        return settings.kill_sessions_after if settings.kill_sessions else None
 
     def _schedule(self, node: NodePoller) -> None:
         self._scheduler.add_job(
@@ -276,6 +312,7 @@ class Poller:
                 self._schedule(self._add_node(address))
                 continue
             kept.policy = new.policy
+            kept.kill_sessions_after = self._kill_after(new)
             if connection_changed or old_addresses.get(name) != address:
                 kept.next_probe = self._new_probe(address, new)
             if new.interval != old.interval:

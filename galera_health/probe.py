@@ -68,6 +68,8 @@ ER_TOO_MANY_USER_CONNECTIONS = 1203
 ER_USER_LIMIT_REACHED = 1226
 ER_NOT_SUPPORTED_AUTH_MODE = 1251
 ER_STATEMENT_TIMEOUT = 1969
+ER_NO_SUCH_THREAD = 1094
+ER_KILL_DENIED_ERROR = 1095
 CR_CONNECTION_ERROR = 2002
 CR_CONN_HOST_ERROR = 2003
 CR_UNKNOWN_HOST = 2005
@@ -270,6 +272,35 @@ class NodeProbe:
             # Refused or timed out: retry every interval so the node returns as soon as it can.
             self._failures_in_backoff = 0
             self._last_error = None
+
+    def kill_client_sessions(self) -> tuple[int, ProbeError | None]:
+        """Kill the node's client sessions after the LB took it out: the Azure LB does not cut
+        established connections. Needs CONNECTION ADMIN; spares system threads, replication,
+        root and ourselves. Runs over the node's one connection, under the same deadlines."""
+        if self._cursor is None:
+            return 0, ProbeError("unreachable", "no connection to kill sessions over")
+        killed = 0
+        try:
+            self._cursor.execute(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() "
+                "AND USER NOT IN ('system user', 'event_scheduler', 'root', %s) "
+                "AND COMMAND NOT IN ('Daemon', 'Binlog Dump', 'Slave_IO', 'Slave_SQL', "
+                "'Slave_worker')",
+                (self.credentials.user,),
+            )
+            for (session,) in self._cursor.fetchall():
+                try:
+                    self._cursor.execute(f"KILL CONNECTION {int(session)}")
+                    killed += 1
+                except myerrors.DatabaseError as exc:
+                    if exc.errno != ER_NO_SUCH_THREAD:  # it ended by itself meanwhile
+                        raise
+        except Exception as exc:
+            error = classify_error(exc, self.timeouts, connecting=False)
+            if error.timed_out or error.kind == "unreachable":
+                self.discard()
+            return killed, error
+        return killed, None
 
     def discard(self) -> None:
         """Close without COM_QUIT: a poisoned or stalled socket must not block us again."""

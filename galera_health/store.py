@@ -58,6 +58,7 @@ class VerdictStore:
         # Overlays decided outside the poll and applied at read time, so they act at once:
         self._maintenance: dict[str, Maintenance] = {}
         self._draining: str | None = None
+        self._out_since: dict[str, float] = {}  # node -> monotonic start of drain/maintenance
 
     def set_nodes(self, nodes: Iterable[str]) -> None:
         """A reload: keep the verdicts and history of nodes that stay."""
@@ -94,6 +95,7 @@ class VerdictStore:
                     )
                 )
         self._maintenance = dict(maintenance)
+        self._update_out_since()
         self._record(changes)
         return changes
 
@@ -104,8 +106,19 @@ class VerdictStore:
             for node in self.nodes
         ]
         self._draining = reason
+        self._update_out_since()
         self._record(changes)
         return changes
+
+    def _update_out_since(self) -> None:
+        now = self._clock()
+        out = {n for n in self.nodes if self._draining is not None or n in self._maintenance}
+        self._out_since = {n: self._out_since.get(n, now) for n in out}
+
+    def out_since(self, node: str) -> float | None:
+        """Monotonic time since when the agent has held the node out on purpose (drain or
+        maintenance), or None."""
+        return self._out_since.get(node)
 
     @property
     def draining(self) -> str | None:

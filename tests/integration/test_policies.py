@@ -305,3 +305,42 @@ def test_rotated_password_is_read_at_the_next_reconnect(
     finally:
         agent.stop()
         node.sql(f"DROP USER IF EXISTS '{user}'@'127.0.0.1'")
+
+
+def test_kill_sessions_after_maintenance(admin: GaleraTestbed, tmp_path: Path) -> None:
+    node = admin.node("n2")
+    user = "killing_monitor"
+    password_file = tmp_path / "password"
+    password_file.write_text("killer-pw")
+    node.sql(
+        f"CREATE USER IF NOT EXISTS '{user}'@'127.0.0.1' IDENTIFIED BY 'killer-pw'; "
+        f"GRANT PROCESS, CONNECTION ADMIN ON *.* TO '{user}'@'127.0.0.1'"
+    )
+    app_session = connect_admin(admin, "n2")
+    agent = AgentProcess(
+        [f"n2={node.address()}"],
+        user,
+        str(password_file),
+        [*TIMING, "--state-dir", str(tmp_path), "--kill-sessions", "--kill-sessions-after", "1"],
+    )
+    try:
+        agent.wait_for(is_200, timeout=15)
+        cursor = app_session.cursor()
+        cursor.execute("SELECT 1")
+        cursor.fetchall()
+        (tmp_path / "maintenance").write_text("drain for the test")
+        agent.wait_for(is_503, timeout=3)
+        deadline = time.monotonic() + 10
+        while "killed" not in agent.output():
+            assert time.monotonic() < deadline, agent.output()
+            time.sleep(0.2)
+        assert "n2: killed 1 client session(s)" in agent.output(), agent.output()
+        with pytest.raises(mysql.connector.Error):
+            cursor.execute("SELECT 1")
+            cursor.fetchall()
+        (tmp_path / "maintenance").unlink()
+        agent.wait_for(is_200, timeout=5)
+    finally:
+        agent.stop()
+        app_session.close()
+        node.sql(f"DROP USER IF EXISTS '{user}'@'127.0.0.1'")
