@@ -35,6 +35,10 @@ STATUS_NAMES = (
     "wsrep_local_recv_queue",
     "wsrep_cluster_size",
     "wsrep_local_index",
+    # identity, for dashboards (mysqld_exporter's mysql_galera_status_info)
+    "wsrep_local_state_uuid",
+    "wsrep_cluster_state_uuid",
+    "wsrep_provider_version",
 )
 VARIABLE_NAMES = (
     "wsrep_on",

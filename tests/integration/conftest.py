@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -37,6 +38,15 @@ def synced_cluster(cluster: GaleraTestbed) -> Iterator[GaleraTestbed]:
 def restore(cluster: GaleraTestbed) -> None:
     for node in cluster.nodes:
         restore_node(node)
+    for node in cluster.nodes:
+        node.wait_synced(timeout=180)
+    # A thawed node looks Synced for a few seconds before it notices its eviction: whole means
+    # every node sees every other.
+    deadline = time.monotonic() + 180
+    size = str(len(cluster.nodes))
+    while any(node.status("wsrep_cluster_size") != size for node in cluster.nodes):
+        assert time.monotonic() < deadline, "the test cluster did not become whole again"
+        time.sleep(0.25)
     for node in cluster.nodes:
         node.wait_synced(timeout=180)
 

@@ -359,3 +359,45 @@ def test_bad_input_exits_2_with_one_line(synced_cluster: GaleraTestbed) -> None:
         synced_cluster.password_file,
     )
     assert denied.returncode == 2 and "access_denied" in denied.stdout
+
+
+def test_unsupported_auth_plugin_is_named(synced_cluster: GaleraTestbed, tmp_path: object) -> None:
+    import pathlib
+    import subprocess
+    import sys
+
+    node = synced_cluster.node("n1")
+    plugins = node.sql(
+        "SELECT PLUGIN_STATUS FROM information_schema.PLUGINS WHERE PLUGIN_NAME='ed25519'"
+    )
+    if not plugins:
+        node.sql("INSTALL SONAME 'auth_ed25519'")
+    node.sql(
+        "CREATE USER IF NOT EXISTS 'ed_monitor'@'127.0.0.1' "
+        "IDENTIFIED VIA ed25519 USING PASSWORD('ed-pw')"
+    )
+    password = pathlib.Path(str(tmp_path)) / "pw"
+    password.write_text("ed-pw")
+    try:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "galera_health",
+                "check",
+                "--node",
+                f"n1={node.address()}",
+                "--user",
+                "ed_monitor",
+                "--password-file",
+                str(password),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == 2, result
+        assert result.stdout.startswith("n1: auth_plugin_unsupported ("), result.stdout
+        assert "mysql_native_password" in result.stdout and "ed-pw" not in result.stdout
+    finally:
+        node.sql("DROP USER IF EXISTS 'ed_monitor'@'127.0.0.1'")
