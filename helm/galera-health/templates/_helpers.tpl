@@ -1,0 +1,262 @@
+{{/*
+Names and labels.
+*/}}
+{{- define "galera-health.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "galera-health.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "galera-health.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "galera-health.labels" -}}
+app.kubernetes.io/name: {{ include "galera-health.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{ include "galera-health.extraLabels" . }}
+{{- end -}}
+
+{{/* Labels that never appear in selectors. */}}
+{{- define "galera-health.extraLabels" -}}
+helm.sh/chart: {{ include "galera-health.chart" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: galera-health
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Labels of the reference StatefulSet's Galera pods (stable: used in selectors). */}}
+{{- define "galera-health.galeraSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "galera-health.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: galera
+{{- end -}}
+
+{{/* The Galera pods the Service and NetworkPolicy select: the reference StatefulSet's, or yours. */}}
+{{- define "galera-health.galeraPodSelector" -}}
+{{- if .Values.referenceStatefulSet.enabled -}}
+{{ include "galera-health.galeraSelectorLabels" . }}
+{{- else -}}
+{{- if not .Values.galera.podSelector -}}
+{{- fail "galera.podSelector must name your Galera pods' labels (or enable referenceStatefulSet)" -}}
+{{- end -}}
+{{ toYaml .Values.galera.podSelector }}
+{{- end -}}
+{{- end -}}
+
+{{- define "galera-health.secretName" -}}
+{{- default (printf "%s-auth" (include "galera-health.fullname" .)) .Values.auth.existingSecret -}}
+{{- end -}}
+
+{{- define "galera-health.configMapName" -}}
+{{- printf "%s-config" (include "galera-health.fullname" .) -}}
+{{- end -}}
+
+{{- define "galera-health.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/* Paths inside the agent container. */}}
+{{- define "galera-health.configDir" -}}/etc/galera-health{{- end -}}
+{{- define "galera-health.secretDir" -}}/etc/galera-health/secret{{- end -}}
+
+{{/*
+Cross-field checks the JSON schema cannot express; each stops rendering with one clear line.
+*/}}
+{{- define "galera-health.validate" -}}
+{{- $a := .Values.agent -}}
+{{- if ge (float64 $a.statementTimeout) (float64 $a.readTimeout) -}}
+{{- fail (printf "agent.statementTimeout (%v) must be below agent.readTimeout (%v) so the server ends a slow poll before the client gives up" $a.statementTimeout $a.readTimeout) -}}
+{{- end -}}
+{{- if and (not .Values.auth.existingSecret) (not .Values.auth.password) -}}
+{{- fail "auth.password is required when auth.existingSecret is empty (or name an existing Secret in auth.existingSecret)" -}}
+{{- end -}}
+{{- if and .Values.referenceStatefulSet.enabled (not .Values.auth.existingSecret) (not .Values.auth.rootPassword) -}}
+{{- fail "auth.rootPassword is required for the reference StatefulSet when auth.existingSecret is empty" -}}
+{{- end -}}
+{{- $p := .Values.service.azureProbe -}}
+{{- if and .Values.service.enabled $p.enabled (ge (mul (int $p.intervalSeconds) (int $p.numberOfProbes)) 120) -}}
+{{- fail (printf "service.azureProbe.intervalSeconds x numberOfProbes (%d x %d) must be below 120 (Azure limit)" (int $p.intervalSeconds) (int $p.numberOfProbes)) -}}
+{{- end -}}
+{{- if and .Values.service.enabled $p.enabled (eq (int $p.nodePort) (int .Values.service.port)) -}}
+{{- fail "service.azureProbe.nodePort must differ from service.port (cloud-provider-azure would read it as the Service port)" -}}
+{{- end -}}
+{{- if .Values.referenceStatefulSet.enabled -}}
+{{- $r := .Values.referenceStatefulSet -}}
+{{- if lt (int $r.terminationGracePeriodSeconds) (add (int .Values.drain.preStopSleepSeconds) 30) -}}
+{{- fail (printf "referenceStatefulSet.terminationGracePeriodSeconds (%d) must be at least drain.preStopSleepSeconds + 30 (%d): a clean Galera shutdown needs time after the drain" (int $r.terminationGracePeriodSeconds) (add (int .Values.drain.preStopSleepSeconds) 30)) -}}
+{{- end -}}
+{{- if ge (int $r.bootstrapOrdinal) (int $r.replicas) -}}
+{{- fail (printf "referenceStatefulSet.bootstrapOrdinal (%d) must be below replicas (%d)" (int $r.bootstrapOrdinal) (int $r.replicas)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The agent's TOML config (the ConfigMap's agent.toml). Keys as in the agent's README; no password.
+*/}}
+{{- define "galera-health.agentToml" -}}
+{{- $a := .Values.agent -}}
+# galera-health agent config, rendered by the galera-health chart.
+listen = "0.0.0.0:{{ $a.port }}"
+user = {{ $a.user | quote }}
+password_file = "{{ include "galera-health.secretDir" . }}/{{ .Values.auth.passwordKey }}"
+interval = {{ $a.interval | float64 }}
+connect_timeout = {{ $a.connectTimeout | int }}
+read_timeout = {{ $a.readTimeout | int }}
+write_timeout = {{ $a.writeTimeout | int }}
+statement_timeout = {{ $a.statementTimeout | float64 }}
+{{- if not (kindIs "invalid" $a.maxAge) }}
+max_age = {{ $a.maxAge | float64 }}
+{{- end }}
+{{- if not (kindIs "invalid" $a.holdDown) }}
+hold_down = {{ $a.holdDown | float64 }}
+{{- end }}
+backoff_max = {{ $a.backoffMax | float64 }}
+stuck_after = {{ $a.stuckAfter | float64 }}
+drain_seconds = {{ $a.drainSeconds | float64 }}
+state_dir = {{ $a.stateDir | quote }}
+log_level = {{ $a.logLevel | quote }}
+log_format = {{ $a.logFormat | quote }}
+
+[nodes]
+{{ $a.nodeName }} = {{ $a.nodeAddress | quote }}
+{{- end -}}
+
+{{/*
+The agent sidecar container. Include it in your Galera pod's containers:
+  containers:
+    - name: mariadb
+      ...
+    {{- include "galera-health.sidecar" . | nindent 4 }}
+and add the volumes from "galera-health.volumes" to the pod.
+*/}}
+{{- define "galera-health.sidecar" -}}
+- name: galera-health
+  image: {{ include "galera-health.image" . }}
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  args: ["--config", "{{ include "galera-health.configDir" . }}/agent.toml"]
+  ports:
+    - name: galera-health
+      containerPort: {{ .Values.agent.port }}
+      protocol: TCP
+  {{- with .Values.agent.extraEnv }}
+  env:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  livenessProbe:
+    {{- include "galera-health.livenessProbe" . | nindent 4 }}
+  resources:
+    {{- toYaml .Values.agent.resources | nindent 4 }}
+  securityContext:
+    {{- toYaml .Values.agent.securityContext | nindent 4 }}
+  volumeMounts:
+    - name: galera-health-config
+      mountPath: {{ include "galera-health.configDir" . }}/agent.toml
+      subPath: agent.toml
+      readOnly: true
+    - name: galera-health-secret
+      mountPath: {{ include "galera-health.secretDir" . }}
+      readOnly: true
+    - name: galera-health-state
+      mountPath: {{ .Values.agent.stateDir }}
+    {{- if .Values.agent.socketDir }}
+    - name: mysqld-socket
+      mountPath: {{ .Values.agent.socketDir }}
+    {{- end }}
+{{- end -}}
+
+{{/* The pod volumes the sidecar needs (add to your pod's volumes). */}}
+{{- define "galera-health.volumes" -}}
+- name: galera-health-config
+  configMap:
+    name: {{ include "galera-health.configMapName" . }}
+- name: galera-health-secret
+  secret:
+    secretName: {{ include "galera-health.secretName" . }}
+    items:
+      - key: {{ .Values.auth.passwordKey }}
+        path: {{ .Values.auth.passwordKey }}
+    defaultMode: 0444
+- name: galera-health-state
+  emptyDir:
+    medium: Memory
+    sizeLimit: 1Mi
+{{- if .Values.agent.socketDir }}
+- name: mysqld-socket
+  emptyDir:
+    medium: Memory
+    sizeLimit: 1Mi
+{{- end }}
+{{- end -}}
+
+{{/* Mounts for the DATABASE container: the shared state dir (preStop writes the maintenance file)
+     and, with agent.socketDir, the socket directory. */}}
+{{- define "galera-health.databaseVolumeMounts" -}}
+- name: galera-health-state
+  mountPath: {{ .Values.agent.stateDir }}
+{{- if .Values.agent.socketDir }}
+- name: mysqld-socket
+  mountPath: {{ .Values.agent.socketDir }}
+{{- end }}
+{{- end -}}
+
+{{/* Readiness probe for the DATABASE container: the agent's /readyz (same verdict as /health). */}}
+{{- define "galera-health.readinessProbe" -}}
+httpGet:
+  path: /readyz
+  port: {{ .Values.agent.port }}
+periodSeconds: {{ .Values.probes.readiness.periodSeconds }}
+timeoutSeconds: {{ .Values.probes.readiness.timeoutSeconds }}
+failureThreshold: {{ .Values.probes.readiness.failureThreshold }}
+successThreshold: {{ .Values.probes.readiness.successThreshold }}
+{{- end -}}
+
+{{/* Startup probe for the DATABASE container: /readyz, patient enough for a long SST. */}}
+{{- define "galera-health.startupProbe" -}}
+{{- $s := .Values.probes.startup -}}
+httpGet:
+  path: /readyz
+  port: {{ .Values.agent.port }}
+periodSeconds: {{ $s.periodSeconds }}
+timeoutSeconds: 1
+failureThreshold: {{ max 1 (div (int $s.maxSeconds) (int $s.periodSeconds)) }}
+{{- end -}}
+
+{{/* Liveness probe for the AGENT container: /livez, which never asks the database. */}}
+{{- define "galera-health.livenessProbe" -}}
+httpGet:
+  path: /livez
+  port: {{ .Values.agent.port }}
+periodSeconds: {{ .Values.probes.liveness.periodSeconds }}
+timeoutSeconds: {{ .Values.probes.liveness.timeoutSeconds }}
+failureThreshold: {{ .Values.probes.liveness.failureThreshold }}
+{{- end -}}
+
+{{/* preStop of the DATABASE container: agent to 503 maintenance, wait out readiness + LB window,
+     then clear the file (so a restarted container does not stay in maintenance) and let the
+     container's SIGTERM shut mariadbd down cleanly. */}}
+{{- define "galera-health.preStop" -}}
+exec:
+  command:
+    - /bin/sh
+    - -c
+    - >-
+      echo "pod terminating (preStop drain)" > {{ .Values.agent.stateDir }}/maintenance;
+      sleep {{ .Values.drain.preStopSleepSeconds }};
+      rm -f {{ .Values.agent.stateDir }}/maintenance
+{{- end -}}
