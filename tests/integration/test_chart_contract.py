@@ -1,0 +1,232 @@
+"""Contract between the Helm chart and the agent, proven against the real 3-node Galera test bed.
+
+The chart is rendered (reference StatefulSet on); the agent runs with the ConfigMap's TOML,
+changed only where a pod and this machine differ (listen host, the node's socket, the password
+file, the state dir); then the test asks exactly the paths and ports that the rendered
+readiness/startup/liveness probes and the Azure probe annotations name:
+200 when healthy, 503 after a fault, 503 maintenance while the rendered preStop runs, 503
+draining after SIGTERM and a clean exit 0.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from galera_health.config import KEYS
+from galera_health.testbed import GaleraTestbed, free_ports
+
+from ..chart.helm import CHART, Helm, Rendered, find_helm
+from .agent import AgentProcess, Answer
+
+pytestmark = pytest.mark.galera
+
+VALUES = CHART / "ci" / "reference-statefulset-values.yaml"
+NAME = "db-galera-health"
+ANNOTATION = "service.beta.kubernetes.io/port_{port}_health-probe_{what}"
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One HTTP GET that something outside the agent will make, as the chart renders it."""
+
+    who: str
+    path: str
+    port: int
+
+
+def probes_of(rendered: Rendered) -> list[Probe]:
+    """Every HTTP probe the chart wires to the agent: kubelet probes and the Azure LB probe."""
+    pod = rendered.one("StatefulSet")["spec"]["template"]["spec"]
+    found: list[Probe] = []
+    for container in pod["containers"]:
+        for kind in ("readinessProbe", "startupProbe", "livenessProbe"):
+            if kind in container:
+                get = container[kind]["httpGet"]
+                found.append(Probe(f"{container['name']} {kind}", get["path"], int(get["port"])))
+    # Azure: annotation port -> the probe NodePort Service -> its targetPort on the pod
+    lb = rendered.one("Service", NAME)
+    annotations = lb["metadata"]["annotations"]
+    lb_port = lb["spec"]["ports"][0]["port"]
+    node_port = int(annotations[ANNOTATION.format(port=lb_port, what="port")])
+    assert annotations[ANNOTATION.format(port=lb_port, what="protocol")] == "Http"
+    probe_service = rendered.one("Service", f"{NAME}-probe")
+    (port,) = [p for p in probe_service["spec"]["ports"] if p["nodePort"] == node_port]
+    path = annotations[ANNOTATION.format(port=lb_port, what="request-path")]
+    found.append(Probe("Azure LB probe", path, int(port["targetPort"])))
+    return found
+
+
+def prestop_script(rendered: Rendered) -> str:
+    pod = rendered.one("StatefulSet")["spec"]["template"]["spec"]
+    (db,) = [c for c in pod["containers"] if c["name"] == "mariadb"]
+    command = db["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[:2] == ["/bin/sh", "-c"]
+    script: str = command[2]
+    return script
+
+
+def localize(toml: str, replacements: dict[str, str]) -> str:
+    """Replace whole `key = value` lines; each key must appear exactly once."""
+    for key, value in replacements.items():
+        pattern = re.compile(rf"^{re.escape(key)} = .*$", re.MULTILINE)
+        assert len(pattern.findall(toml)) == 1, f"{key} not once in the rendered TOML"
+        toml = pattern.sub(f"{key} = {value}", toml)
+    return toml
+
+
+class ConfigAgent(AgentProcess):
+    """The agent started only with `serve --config FILE` (no flags), as the sidecar runs it."""
+
+    def __init__(self, config: Path, port: int) -> None:
+        self.port = port
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the agent
+            prefix="galera-health-chart-agent-", suffix=".log", delete=False
+        )
+        self._final_output = None
+        self.command = [sys.executable, "-m", "galera_health", "serve", "--config", str(config)]
+        self.process = subprocess.Popen(
+            self.command,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env={k: v for k, v in os.environ.items() if not k.startswith("GALERA_HEALTH_")},
+            start_new_session=True,
+        )
+        self.wait_for(lambda a: a.status in (200, 503), "/livez", timeout=15)
+
+
+@pytest.fixture
+def helm() -> Helm:
+    binary = find_helm()
+    if binary is None:
+        pytest.skip("the chart contract test needs helm v3; run scripts/install-helm.sh")
+    return Helm(binary)
+
+
+@pytest.fixture
+def rendered_agent(
+    helm: Helm, synced_cluster: GaleraTestbed, tmp_path: Path
+) -> Iterator[tuple[Rendered, ConfigAgent, Path]]:
+    port = free_ports(1)[0]
+    # what an operator sets at install time: the agent port and the monitor account's name
+    rendered = helm.render(
+        [VALUES], [f"agent.port={port}", f"agent.user={synced_cluster.monitor_user}"]
+    )
+    config: dict[str, Any] = rendered.agent_config()
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    node = synced_cluster.node("n1")
+    (node_name,) = config["nodes"]
+    toml = localize(
+        rendered.agent_toml(),
+        {
+            "listen": f'"127.0.0.1:{port}"',
+            "password_file": f'"{synced_cluster.password_file}"',
+            "state_dir": f'"{state_dir}"',
+            node_name: f'"{node.socket}"',
+        },
+    )
+    assert config["listen"] == f"0.0.0.0:{port}"
+    changed = set(rendered.agent_toml().splitlines()) ^ set(toml.splitlines())
+    assert len(changed) == 8, changed  # 4 lines out, 4 in; every other line as rendered
+    path = tmp_path / "agent.toml"
+    path.write_text(toml)
+    agent = ConfigAgent(path, port)
+    try:
+        yield rendered, agent, state_dir
+    finally:
+        agent.stop()
+
+
+def ask_all(agent: AgentProcess, probes: list[Probe]) -> dict[str, Answer]:
+    return {p.who: agent.get(p.path) for p in probes}
+
+
+def test_rendered_probes_ask_the_agent_200_healthy_503_after_a_fault(
+    rendered_agent: tuple[Rendered, ConfigAgent, Path], synced_cluster: GaleraTestbed
+) -> None:
+    rendered, agent, _ = rendered_agent
+    probes = probes_of(rendered)
+    assert {p.port for p in probes} == {agent.port}, probes  # all name the agent's listen port
+    verdict = [p for p in probes if p.who != "galera-health livenessProbe"]
+    liveness = [p for p in probes if p.who == "galera-health livenessProbe"]
+    assert {p.path for p in verdict} == {"/readyz", "/health"} and liveness[0].path == "/livez"
+
+    agent.wait_for(lambda a: a.status == 200, verdict[0].path, timeout=20)
+    for who, answer in ask_all(agent, probes).items():
+        assert answer.status == 200, (who, answer)
+        assert answer.seconds < 1.0, (who, answer)  # kubelet's timeoutSeconds is 1
+
+    node = synced_cluster.node("n1")
+    node.isolate(True)
+    try:
+        for probe in verdict:
+            _, answer = agent.wait_for(lambda a: a.status == 503, probe.path, timeout=30)
+            assert "non_primary" in answer.body or "disconnected" in answer.body, answer
+        # liveness never follows the database
+        assert agent.get(liveness[0].path).status == 200
+    finally:
+        node.isolate(False)
+    for probe in verdict:
+        agent.wait_for(lambda a: a.status == 200, probe.path, timeout=90)
+
+
+@pytest.mark.skipif("state_dir" not in KEYS, reason="agent has no state_dir/maintenance yet")
+def test_rendered_prestop_drain_takes_the_node_out_then_clears(
+    rendered_agent: tuple[Rendered, ConfigAgent, Path],
+) -> None:
+    rendered, agent, state_dir = rendered_agent
+    probes = [p for p in probes_of(rendered) if p.path != "/livez"]
+    agent.wait_for(lambda a: a.status == 200, probes[0].path, timeout=20)
+    pod_dir = rendered.agent_config()["state_dir"]
+    script = prestop_script(rendered)
+    assert f"{pod_dir}/maintenance" in script
+    sleep = int(re.search(r"sleep (\d+)", script).group(1))  # type: ignore[union-attr]
+    # the rendered preStop, only the state dir mapped to this machine's
+    started = time.monotonic()
+    prestop = subprocess.Popen(["/bin/sh", "-c", script.replace(pod_dir, str(state_dir))])
+    try:
+        for probe in probes:
+            _, answer = agent.wait_for(lambda a: a.status == 503, probe.path, timeout=5)
+            assert "maintenance" in answer.body and "preStop" in answer.body, answer
+        assert time.monotonic() - started < 2.0  # about 0.5 s: well inside the preStop's wait
+        time.sleep(min(3.0, sleep / 2))
+        for probe in probes:  # still out while the preStop waits
+            assert agent.get(probe.path).status == 503
+        assert prestop.wait(timeout=sleep + 10) == 0
+    finally:
+        if prestop.poll() is None:
+            prestop.kill()
+            prestop.wait()
+    assert time.monotonic() - started >= sleep
+    # the preStop cleared its file: a restarted container does not stay in maintenance
+    assert not (state_dir / "maintenance").exists()
+    agent.wait_for(lambda a: a.status == 200, probes[0].path, timeout=10)
+
+
+@pytest.mark.skipif("drain_seconds" not in KEYS, reason="agent has no drain on SIGTERM yet")
+def test_sigterm_drains_with_503_for_drain_seconds_then_exits_0(
+    rendered_agent: tuple[Rendered, ConfigAgent, Path],
+) -> None:
+    rendered, agent, _ = rendered_agent
+    probes = [p for p in probes_of(rendered) if p.path != "/livez"]
+    drain_seconds = float(rendered.agent_config()["drain_seconds"])
+    agent.wait_for(lambda a: a.status == 200, probes[0].path, timeout=20)
+    started = time.monotonic()
+    os.kill(agent.pid, signal.SIGTERM)  # what the kubelet sends the sidecar on pod deletion
+    for probe in probes:
+        _, answer = agent.wait_for(lambda a: a.status == 503, probe.path, timeout=2)
+        assert "draining" in answer.body, answer
+    assert agent.process.wait(timeout=drain_seconds + 10) == 0
+    assert time.monotonic() - started >= drain_seconds - 0.5
