@@ -25,6 +25,16 @@ class Answer:
     headers: dict[str, str]
 
 
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """`galera-health ARGS` as a user would run it: exit code, stdout, stderr."""
+    return subprocess.run(
+        [sys.executable, "-m", "galera_health", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
 class AgentProcess:
     def __init__(
         self,

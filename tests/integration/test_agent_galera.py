@@ -7,13 +7,14 @@ measured in bench/, not asserted here.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
 from galera_health.fault_servers import Blackhole, SilentServer, StallingProxy
 from galera_health.testbed import GaleraTestbed
 
-from .agent import AgentProcess, Answer
+from .agent import AgentProcess, Answer, run_cli
 
 pytestmark = pytest.mark.galera
 
@@ -34,6 +35,11 @@ TIMING = [
 def agent_for(cluster: GaleraTestbed, *names: str, extra: list[str] | None = None) -> AgentProcess:
     nodes = [f"{n}={cluster.node(n).address()}" for n in names]
     return AgentProcess(nodes, cluster.monitor_user, cluster.password_file, TIMING + (extra or []))
+
+
+def agent_at(cluster: GaleraTestbed, node: str, extra: list[str] | None = None) -> AgentProcess:
+    """An agent with the cluster's monitor account for one node spec (e.g. a fault server)."""
+    return AgentProcess([node], cluster.monitor_user, cluster.password_file, TIMING + (extra or []))
 
 
 def is_200(answer: Answer) -> bool:
@@ -67,9 +73,7 @@ def test_all_synced_is_200(synced_cluster: GaleraTestbed) -> None:
 
 def test_unix_socket_node(synced_cluster: GaleraTestbed) -> None:
     node = synced_cluster.node("n1")
-    with AgentProcess(
-        [f"local={node.socket}"], synced_cluster.monitor_user, synced_cluster.password_file, TIMING
-    ) as agent:
+    with agent_at(synced_cluster, f"local={node.socket}") as agent:
         _, answer = agent.wait_for(is_200, timeout=15)
         assert answer.body == "local: synced\n"
 
@@ -196,12 +200,7 @@ def test_operator_states_are_503(
 def test_server_without_greeting_is_503_in_bounded_time(synced_cluster: GaleraTestbed) -> None:
     with (
         SilentServer() as silent,
-        AgentProcess(
-            [f"silent=127.0.0.1:{silent.port}"],
-            synced_cluster.monitor_user,
-            synced_cluster.password_file,
-            TIMING,
-        ) as agent,
+        agent_at(synced_cluster, f"silent=127.0.0.1:{silent.port}") as agent,
     ):
         answer = agent.get()
         assert answer.status == 503
@@ -214,12 +213,7 @@ def test_server_without_greeting_is_503_in_bounded_time(synced_cluster: GaleraTe
 def test_blackholed_port_is_503_in_bounded_time(synced_cluster: GaleraTestbed) -> None:
     with (
         Blackhole() as hole,
-        AgentProcess(
-            [f"hole=127.0.0.1:{hole.port}"],
-            synced_cluster.monitor_user,
-            synced_cluster.password_file,
-            TIMING,
-        ) as agent,
+        agent_at(synced_cluster, f"hole=127.0.0.1:{hole.port}") as agent,
     ):
         _elapsed, answer = agent.wait_for(
             lambda a: "timeout" in a.body, timeout=CONNECT_TIMEOUT + INTERVAL + SLACK
@@ -231,12 +225,7 @@ def test_greeting_then_stall_is_503_in_bounded_time(synced_cluster: GaleraTestbe
     node = synced_cluster.node("n1")
     with (
         StallingProxy(node.host, node.port, stall_after_greeting=True) as proxy,
-        AgentProcess(
-            [f"proxied=127.0.0.1:{proxy.port}"],
-            synced_cluster.monitor_user,
-            synced_cluster.password_file,
-            TIMING,
-        ) as agent,
+        agent_at(synced_cluster, f"proxied=127.0.0.1:{proxy.port}") as agent,
     ):
         _, answer = agent.wait_for(
             lambda a: "timeout" in a.body, timeout=CONNECT_TIMEOUT + INTERVAL + SLACK
@@ -248,12 +237,7 @@ def test_query_stalled_mid_flight_is_503_then_recovers(synced_cluster: GaleraTes
     node = synced_cluster.node("n1")
     with (
         StallingProxy(node.host, node.port, stall_after_greeting=False) as proxy,
-        AgentProcess(
-            [f"proxied=127.0.0.1:{proxy.port}"],
-            synced_cluster.monitor_user,
-            synced_cluster.password_file,
-            [*TIMING, "--hold-down", "1"],
-        ) as agent,
+        agent_at(synced_cluster, f"proxied=127.0.0.1:{proxy.port}", ["--hold-down", "1"]) as agent,
     ):
         agent.wait_for(is_200, timeout=15)
         proxy.stall()
@@ -266,11 +250,9 @@ def test_query_stalled_mid_flight_is_503_then_recovers(synced_cluster: GaleraTes
 
 
 def test_wrong_password_is_access_denied_logged_once(
-    synced_cluster: GaleraTestbed, tmp_path: object
+    synced_cluster: GaleraTestbed, tmp_path: Path
 ) -> None:
-    import pathlib
-
-    wrong = pathlib.Path(str(tmp_path)) / "wrong"
+    wrong = tmp_path / "wrong"
     wrong.write_text("not-the-password")
     node = synced_cluster.node("n1")
     with AgentProcess(
@@ -315,17 +297,7 @@ def test_thread_and_connection_count_flat_over_20_freezes(synced_cluster: Galera
 
 
 def test_bad_input_exits_2_with_one_line(synced_cluster: GaleraTestbed) -> None:
-    import subprocess
-    import sys
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "galera_health", *args],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-
+    run = run_cli
     node = synced_cluster.node("n1")
     common = ["--user", "health", "--password-file", synced_cluster.password_file]
     bad = run("serve", "--node", "n1=127.0.0.1:70000", *common)
@@ -361,11 +333,7 @@ def test_bad_input_exits_2_with_one_line(synced_cluster: GaleraTestbed) -> None:
     assert denied.returncode == 2 and "access_denied" in denied.stdout
 
 
-def test_unsupported_auth_plugin_is_named(synced_cluster: GaleraTestbed, tmp_path: object) -> None:
-    import pathlib
-    import subprocess
-    import sys
-
+def test_unsupported_auth_plugin_is_named(synced_cluster: GaleraTestbed, tmp_path: Path) -> None:
     node = synced_cluster.node("n1")
     plugins = node.sql(
         "SELECT PLUGIN_STATUS FROM information_schema.PLUGINS WHERE PLUGIN_NAME='ed25519'"
@@ -376,25 +344,17 @@ def test_unsupported_auth_plugin_is_named(synced_cluster: GaleraTestbed, tmp_pat
         "CREATE USER IF NOT EXISTS 'ed_monitor'@'127.0.0.1' "
         "IDENTIFIED VIA ed25519 USING PASSWORD('ed-pw')"
     )
-    password = pathlib.Path(str(tmp_path)) / "pw"
+    password = tmp_path / "pw"
     password.write_text("ed-pw")
     try:
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "galera_health",
-                "check",
-                "--node",
-                f"n1={node.address()}",
-                "--user",
-                "ed_monitor",
-                "--password-file",
-                str(password),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
+        result = run_cli(
+            "check",
+            "--node",
+            f"n1={node.address()}",
+            "--user",
+            "ed_monitor",
+            "--password-file",
+            str(password),
         )
         assert result.returncode == 2, result
         assert result.stdout.startswith("n1: auth_plugin_unsupported ("), result.stdout

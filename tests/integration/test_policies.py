@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +13,7 @@ import pytest
 
 from galera_health.testbed import GaleraTestbed
 
-from .agent import AgentProcess, Answer
+from .agent import AgentProcess, Answer, run_cli
 from .test_agent_galera import SLACK, TIMING, agent_for, is_200, is_503
 
 pytestmark = pytest.mark.galera
@@ -166,15 +164,6 @@ def test_too_many_connections_is_the_agents_fault_without_a_retry_storm(
         for filler in fillers:
             filler.close()
         node.sql("SET GLOBAL max_connections = 100")
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "galera_health", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
 
 
 def test_maintenance_by_cli_and_by_file_at_once_and_across_restarts(

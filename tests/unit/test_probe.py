@@ -15,6 +15,8 @@ from galera_health.config import Credentials, NodeAddress, Timeouts
 from galera_health.probe import POLL_QUERY, NodeProbe, classify_error
 from galera_health.verdict import ProbeError, Snapshot
 
+from .conftest import Clock
+
 ROWS = [("WSREP_CLUSTER_STATUS", "Primary"), ("WSREP_ON", "ON")]
 
 
@@ -73,13 +75,6 @@ class StubDriver:
         return connection
 
 
-class Clock:
-    now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def make_probe(driver: StubDriver, clock: Clock | None = None) -> NodeProbe:
     return NodeProbe(
         NodeAddress("n1", "127.0.0.1", 3306),
@@ -88,7 +83,7 @@ def make_probe(driver: StubDriver, clock: Clock | None = None) -> NodeProbe:
         interval=1.0,
         backoff_max=30.0,
         connector=driver,
-        clock=clock or Clock(),
+        clock=clock or Clock(0.0),
     )
 
 
@@ -137,7 +132,7 @@ def test_refused_is_retried_every_poll() -> None:
 
 def test_access_denied_backs_off_capped() -> None:
     driver = StubDriver()
-    clock = Clock()
+    clock = Clock(0.0)
     driver.refuse = myerrors.ProgrammingError(errno=1045, msg="Access denied for user 'health'")
     probe = make_probe(driver, clock)
     attempts = 0

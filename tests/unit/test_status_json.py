@@ -16,6 +16,7 @@ from galera_health.store import VerdictStore
 from galera_health.verdict import Policy, ProbeError, Snapshot, evaluate
 from galera_health.web import create_app
 
+from .conftest import Clock
 from .test_verdict import SYNCED
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "docs" / "status.schema.json"
@@ -39,19 +40,6 @@ def validate_status(document: dict[str, Any]) -> None:
 
 def validate_health(document: dict[str, Any]) -> None:
     schema_validator("health_json").validate(document)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture
