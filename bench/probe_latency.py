@@ -1,0 +1,223 @@
+"""Probe latency and throughput of GET /health: agent vs the bare waitress floor vs a naive checker.
+
+Why: the agent's promise is that an HTTP answer never waits on MySQL, so /health must be as fast
+with the node frozen (SIGSTOP) or blackholed as with the node healthy, and close to what waitress
+itself costs. Each figure is measured beside a bare WSGI hello-world (bench/bare_app.py, same
+SERVER_SETTINGS) and the naive per-request checker (bench/naive_checker.py) in the same run, so
+the ratios hold on a noisy shared machine. Servers are pinned to CPU 0, wrk to CPU 1.
+
+Needs root (a 3-node test bed) and Debian wrk (apt-get install -y wrk).
+Usage: python bench/probe_latency.py [--seconds 5] [--concurrency 1,16,64] [--no-naive]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Iterator
+
+import _common
+from _common import Server, WrkResult, fmt
+
+from galera_health.fault_servers import Blackhole
+from galera_health.testbed import GaleraTestbed, TestbedNode
+
+NAIVE_TIMEOUT = 1.0  # client timeout for the naive checker, which hangs by design
+
+
+@contextlib.contextmanager
+def frozen(node: TestbedNode) -> Iterator[None]:
+    node.freeze()
+    try:
+        yield
+    finally:
+        node.thaw()  # SIGCONT, always
+
+
+def run_state(
+    state: str,
+    servers: dict[str, Server],
+    naive_target: tuple[str, int] | None,
+    password_file: str,
+    levels: list[int],
+    seconds: float,
+) -> dict[tuple[str, int], WrkResult]:
+    results: dict[tuple[str, int], WrkResult] = {}
+    for connections in levels:
+        for name, server in servers.items():
+            results[(name, connections)] = _common.wrk(server.url(), connections, seconds)
+            show(state, name, results[(name, connections)])
+        if naive_target is not None:
+            # a fresh naive checker per run: on a frozen/blackholed node it hangs for good
+            naive = _common.start_naive(*naive_target, "health", password_file)
+            try:
+                result = _common.wrk(naive.url(), connections, seconds, timeout=NAIVE_TIMEOUT)
+            finally:
+                naive.kill()  # by PID
+            results[("naive", connections)] = result
+            show(state, "naive", result)
+    return results
+
+
+def show(state: str, name: str, r: WrkResult) -> None:
+    print(
+        f"  {state:10} {name:6} c={r.connections:<3} {r.rps:8.0f} req/s  p50 {fmt(r.p50_ms)} ms"
+        f"  p99 {fmt(r.p99_ms)} ms  max {fmt(r.max_ms)} ms  non-2xx {r.non_2xx}"
+        f"  timeouts {r.timeouts}  errors {r.errors}",
+        flush=True,
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=5.0, help="wrk duration per run (5)")
+    parser.add_argument("--concurrency", default="1,16,64", help="wrk connections (1,16,64)")
+    parser.add_argument("--no-naive", action="store_true", help="skip the naive checker")
+    parser.add_argument("--json", help="also write the raw figures to this file")
+    args = parser.parse_args()
+    levels = [int(x) for x in args.concurrency.split(",")]
+    _common.pin_self()
+    print(_common.machine_line(), flush=True)
+
+    bed = GaleraTestbed(3)
+    started: list[Server] = []
+    blackhole: Blackhole | None = None
+    all_results: dict[str, dict[tuple[str, int], WrkResult]] = {}
+    try:
+        bed.start()
+        n1 = bed.node("n1")
+        bare = _common.start_bare()
+        started.append(bare)
+        agent = _common.start_agent([f"n1={n1.address()}"], bed.password_file)
+        started.append(agent)
+        naive_target = None if args.no_naive else (n1.host, n1.port)
+
+        print("healthy:", flush=True)
+        all_results["healthy"] = run_state(
+            "healthy",
+            {"bare": bare, "agent": agent},
+            naive_target,
+            bed.password_file,
+            levels,
+            args.seconds,
+        )
+
+        print("frozen (n1 SIGSTOPped):", flush=True)
+        with frozen(n1):
+            waited = agent.wait_status("/health", (503,), timeout=30)
+            print(f"  agent said 503 {waited:.1f} s after SIGSTOP", flush=True)
+            all_results["frozen"] = run_state(
+                "frozen",
+                {"bare": bare, "agent": agent},
+                naive_target,
+                bed.password_file,
+                levels,
+                args.seconds,
+            )
+
+        print("blackholed (agent pointed at a Blackhole):", flush=True)
+        blackhole = Blackhole()
+        agent_bh = _common.start_agent(
+            [f"n1=127.0.0.1:{blackhole.port}"],
+            bed.password_file,
+            name="agent-bh",
+            wait_healthy=False,
+        )
+        started.append(agent_bh)
+        agent_bh.wait_status("/health", (503,), timeout=30)
+        time.sleep(3)  # past the first connect timeout: the poller is in its fault loop
+        all_results["blackholed"] = run_state(
+            "blackholed",
+            {"bare": bare, "agent": agent_bh},
+            None if args.no_naive else ("127.0.0.1", blackhole.port),
+            bed.password_file,
+            levels,
+            args.seconds,
+        )
+    finally:
+        for server in reversed(started):
+            server.stop()
+        if blackhole is not None:
+            blackhole.close()
+        bed.stop()
+
+    report(all_results, levels)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(
+                {
+                    state: {f"{n}@{c}": vars(r) | {"raw": ""} for (n, c), r in res.items()}
+                    for state, res in all_results.items()
+                },
+                handle,
+                indent=1,
+            )
+    return 0
+
+
+def report(results: dict[str, dict[tuple[str, int], WrkResult]], levels: list[int]) -> None:
+    rows = []
+    for state, res in results.items():
+        for c in levels:
+            for name in ("bare", "agent", "naive"):
+                r = res.get((name, c))
+                if r is None:
+                    continue
+                rows.append(
+                    [
+                        state,
+                        name,
+                        str(c),
+                        f"{r.rps:.0f}",
+                        fmt(r.p50_ms),
+                        fmt(r.p99_ms),
+                        fmt(r.max_ms),
+                        str(r.non_2xx),
+                        str(r.timeouts + r.errors),
+                    ]
+                )
+    print()
+    header = ["node", "server", "conc", "req/s", "p50 ms", "p99 ms", "max ms", "non-2xx", "t/o+err"]
+    print(_common.table(header, rows))
+
+    ratio_rows = []
+    healthy = results["healthy"]
+    for state, res in results.items():
+        for c in levels:
+            agent, bare = res[("agent", c)], res[("bare", c)]
+            base = healthy[("agent", c)]
+            ratio_rows.append(
+                [
+                    state,
+                    str(c),
+                    f"{agent.rps:.0f}",
+                    fmt(agent.p99_ms / bare.p99_ms),
+                    fmt(agent.rps / bare.rps),
+                    fmt(agent.rps / base.rps),
+                    fmt(agent.p99_ms / base.p99_ms),
+                ]
+            )
+    print()
+    print(
+        _common.table(
+            [
+                "node",
+                "conc",
+                "agent req/s (goal >2000)",
+                "agent/bare p99 (goal <=2)",
+                "agent/bare req/s",
+                "req/s vs healthy (goal >=0.9)",
+                "p99 vs healthy (goal <=1.1)",
+            ],
+            ratio_rows,
+        )
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
