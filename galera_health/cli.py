@@ -10,8 +10,10 @@ import argparse
 import json
 import logging
 import os
+import resource
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -62,6 +64,15 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backoff-max", help="cap of the retry backoff after access errors (30)")
     parser.add_argument("--log-level", help="debug, info, warning or error (info)")
     parser.add_argument("--log-format", help="text or json: one JSON object per line (text)")
+    parser.add_argument("--ssl-ca", help="CA file: verify the server's TLS certificate")
+    parser.add_argument("--ssl-cert", help="client certificate (with --ssl-key)")
+    parser.add_argument("--ssl-key", help="client key (with --ssl-cert)")
+    parser.add_argument(
+        "--ssl-verify-identity",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="check the server certificate's name against the node's host (off)",
+    )
     policy = parser.add_argument_group("policy (see README: Operating policies)")
     for flag, text in (
         ("--available-when-donor", "keep a Donor node in service if it serves queries (off)"),
@@ -96,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--drain-seconds", help="on SIGTERM, answer 503 draining this long, then exit (11)"
     )
     serve.add_argument("--state-dir", help="directory of maintenance files (off)")
+    serve.add_argument(
+        "--status-listen", help="serve /status, /metrics and / here only, not on --listen"
+    )
+    serve.add_argument(
+        "--status-token-file", help="require this bearer token for /status, /metrics and /"
+    )
     serve.add_argument(
         "--kill-sessions",
         action=argparse.BooleanOptionalAction,
@@ -165,6 +182,13 @@ def describe(settings: Settings) -> dict[str, Any]:
         "state_dir": settings.state_dir,
         "kill_sessions": settings.kill_sessions,
         "kill_sessions_after_seconds": settings.kill_sessions_after,
+        "tls": {
+            "ca": settings.tls.ca,
+            "cert": settings.tls.cert,
+            "verify_identity": settings.tls.verify_identity,
+        },
+        "status_listen": settings.status_listen.display() if settings.status_listen else None,
+        "status_token": settings.status_token_file is not None,
         "config_path": settings.config_path,
         "backoff_max_seconds": settings.backoff_max,
         "stuck_after_seconds": settings.stuck_after,
@@ -215,23 +239,47 @@ def serve(settings: Settings, reload_settings: Callable[[], Settings] | None = N
     from .store import VerdictStore
     from .web import SERVER_SETTINGS, create_app
 
+    raise_open_files_limit()
+    warn_if_readable_by_others(settings)
+    try:
+        status_token = read_token(settings.status_token_file)
+    except OSError as exc:
+        return fail(f"cannot read status_token_file: {exc.strerror}")
     store = VerdictStore([n.name for n in settings.nodes], settings.max_age)
     poller = Poller(settings, store, reload_settings=reload_settings)
-    app = create_app(
-        store,
-        poller.liveness,
-        lambda: describe(poller.settings),
-        policy=lambda: poller.policy,
-        stats=poller.stats(),
-    )
-    listen = settings.listen.display()
-    try:
-        server = create_server(app, listen=listen, **SERVER_SETTINGS)
-    except OSError as exc:
-        return fail(
-            f"cannot listen on {listen}: {exc.strerror or exc}; "
-            "choose another --listen or stop what uses that port"
+
+    def app_for(surface: str) -> Any:
+        return create_app(
+            store,
+            poller.liveness,
+            lambda: describe(poller.settings),
+            policy=lambda: poller.policy,
+            stats=poller.stats(),
+            surface=surface,
+            status_token=status_token,
         )
+
+    separate = settings.status_listen is not None
+    servers: list[Any] = []
+    for surface, address in (
+        ("probe" if separate else "all", settings.listen),
+        ("status", settings.status_listen),
+    ):
+        if address is None:
+            continue
+        try:
+            servers.append(
+                create_server(app_for(surface), listen=address.display(), **SERVER_SETTINGS)
+            )
+        except OSError as exc:
+            for made in servers:
+                made.close()
+            return fail(
+                f"cannot listen on {address.display()}: {exc.strerror or exc}; "
+                "choose another address or stop what uses that port"
+            )
+    server = servers[0]
+    listen = settings.listen.display()
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         raise SystemExit(0)
@@ -257,20 +305,63 @@ def serve(settings: Settings, reload_settings: Callable[[], Settings] | None = N
     poller.start()
     config = describe(settings)
     log.info(
-        "serving on http://%s; effective config: %s",
+        "serving on http://%s%s; effective config: %s",
         listen,
+        f" (status on http://{settings.status_listen.display()})" if settings.status_listen else "",
         json.dumps(config, separators=(",", ":")),
         extra={"event": "start", "version": __version__, "config": config},
     )
+    for extra in servers[1:]:
+        threading.Thread(target=extra.run, name="status-listener", daemon=True).start()
     try:
         server.run()
     except SystemExit:
         pass
     finally:
         poller.stop()
-        server.close()
+        for made in servers:
+            made.close()
     log.info("stopped")
     return 0
+
+
+def raise_open_files_limit() -> None:
+    """waitress may hold up to connection_limit sockets: don't let a 1024 soft limit be what
+    a connection storm runs into first."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 4096 if hard == resource.RLIM_INFINITY else min(hard, 4096)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+def warn_if_readable_by_others(settings: Settings) -> None:
+    for key, path in (
+        ("password_file", settings.credentials.password_file),
+        ("option_file", settings.credentials.option_file),
+        ("status_token_file", settings.status_token_file),
+    ):
+        if path is None:
+            continue
+        try:
+            mode = os.stat(os.path.expanduser(path)).st_mode
+        except OSError:
+            continue
+        if mode & 0o004:
+            log.warning(
+                "%s %s is readable by every user (mode %o); chmod 600 it",
+                key,
+                path,
+                mode & 0o777,
+                extra={"event": "insecure_file", "key": key},
+            )
+
+
+def read_token(path: str | None) -> str | None:
+    if path is None:
+        return None
+    with open(path, encoding="utf-8") as handle:
+        token = handle.read().strip()
+    return token or None
 
 
 def check(settings: Settings) -> int:
@@ -283,6 +374,7 @@ def check(settings: Settings) -> int:
             settings.timeouts,
             settings.interval,
             settings.backoff_max,
+            tls=settings.tls,
         )
         started = time.monotonic()
         observation = probe.poll()

@@ -90,6 +90,17 @@ class Credentials:
 
 
 @dataclass(frozen=True)
+class Tls:
+    """TLS to MySQL. Without a CA the driver still encrypts when the server offers TLS, but
+    verifies nothing; with `ca` it verifies the server's certificate."""
+
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    verify_identity: bool = False
+
+
+@dataclass(frozen=True)
 class Timeouts:
     """Deadlines for every step to MySQL. The driver takes whole seconds."""
 
@@ -116,6 +127,9 @@ class Settings:
     state_dir: str | None = None
     kill_sessions: bool = False
     kill_sessions_after: float = 10.0
+    tls: Tls = field(default_factory=Tls)
+    status_listen: ListenAddress | None = None
+    status_token_file: str | None = None
     config_path: str | None = None
 
     @property
@@ -256,6 +270,12 @@ KEYS: dict[str, Key] = {
     "state_dir": Key(str),
     "kill_sessions": Key(bool),
     "kill_sessions_after": Key(float, minimum=0.0),
+    "ssl_ca": Key(str),
+    "ssl_cert": Key(str),
+    "ssl_key": Key(str),
+    "ssl_verify_identity": Key(bool),
+    "status_listen": Key(str),
+    "status_token_file": Key(str),
 }
 
 TRUE_WORDS = ("1", "true", "yes", "on")
@@ -400,6 +420,20 @@ def build_settings(layers: Sequence[dict[str, Any]], need_listen: bool = True) -
     if need_listen and raw.get("listen"):
         listen = ListenAddress(*parse_host_port(raw["listen"], "listen", None))
 
+    for key in ("ssl_ca", "ssl_cert", "ssl_key", "status_token_file"):
+        path = raw.get(key)
+        if path is not None and not os.access(path, os.R_OK):
+            raise ConfigError(f"cannot read {key} {path!r}; check the path and its permissions")
+    if (raw.get("ssl_cert") is None) != (raw.get("ssl_key") is None):
+        raise ConfigError("ssl_cert and ssl_key go together; give both or neither")
+    if raw.get("ssl_verify_identity") and raw.get("ssl_ca") is None:
+        raise ConfigError("ssl_verify_identity needs ssl_ca (the CA to verify the server with)")
+    status_listen = None
+    if need_listen and raw.get("status_listen"):
+        status_listen = ListenAddress(*parse_host_port(raw["status_listen"], "status_listen", None))
+        if status_listen == listen:
+            raise ConfigError("status_listen must differ from listen (or be left out)")
+
     state_dir = raw.get("state_dir")
     if state_dir is not None and not os.path.isdir(state_dir):
         raise ConfigError(
@@ -452,6 +486,14 @@ def build_settings(layers: Sequence[dict[str, Any]], need_listen: bool = True) -
         state_dir=raw.get("state_dir"),
         kill_sessions=raw.get("kill_sessions", False),
         kill_sessions_after=raw.get("kill_sessions_after", 10.0),
+        tls=Tls(
+            ca=raw.get("ssl_ca"),
+            cert=raw.get("ssl_cert"),
+            key=raw.get("ssl_key"),
+            verify_identity=raw.get("ssl_verify_identity", False),
+        ),
+        status_listen=status_listen,
+        status_token_file=raw.get("status_token_file"),
         config_path=raw.get("config_path"),
     )
 

@@ -167,6 +167,7 @@ class Poller:
             settings.timeouts,
             settings.interval,
             settings.backoff_max,
+            tls=settings.tls,
         )
 
     def _add_node(self, address: NodeAddress) -> NodePoller:
@@ -304,6 +305,7 @@ class Poller:
             or new.timeouts != old.timeouts
             or new.backoff_max != old.backoff_max
             or new.interval != old.interval
+            or new.tls != old.tls
         )
         old_addresses = {address.name: address for address in old.nodes}
         for name, address in wanted.items():

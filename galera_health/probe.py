@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -17,7 +18,7 @@ from typing import Any, Protocol
 import mysql.connector
 from mysql.connector import errors as myerrors
 
-from .config import ConfigError, Credentials, NodeAddress, Timeouts
+from .config import ConfigError, Credentials, NodeAddress, Timeouts, Tls
 from .verdict import Observation, ProbeError, Snapshot
 
 DRIVER_MODE = "pure"
@@ -81,6 +82,7 @@ CR_SERVER_GONE_ERROR = 2006
 CR_SERVER_LOST = 2013
 CR_AUTH_PLUGIN_CANNOT_LOAD = 2059
 CR_SERVER_LOST_EXTENDED = 2055
+CR_SSL_CONNECTION_ERROR = 2026
 
 
 class Connection(Protocol):
@@ -97,6 +99,25 @@ Connector = Callable[..., Connection]
 def first_line(text: str, limit: int = 200) -> str:
     line = " ".join(str(text).split())
     return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def chain(exc: BaseException) -> list[BaseException]:
+    """The exception and what it was raised from: the driver wraps socket and TLS failures
+    as a lost connection (2055) whose text or cause says what really happened."""
+    found: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(found) < 5:
+        found.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    return found
+
+
+def timed_out_inside(exc: BaseException) -> bool:
+    return any(isinstance(e, TimeoutError) or "timed out" in str(e) for e in chain(exc))
+
+
+def tls_failure(exc: BaseException) -> bool:
+    return any(isinstance(e, ssl.SSLError) or "[SSL" in str(e) for e in chain(exc))
 
 
 def classify_error(exc: BaseException, timeouts: Timeouts, connecting: bool) -> ProbeError:
@@ -150,11 +171,25 @@ def classify_error(exc: BaseException, timeouts: Timeouts, connecting: bool) -> 
             return ProbeError("unsupported_server", f"{message}: not a MariaDB Galera server")
         if errno == ER_UNKNOWN_COM_ERROR:
             return ProbeError("not_ready", message)
+        if errno in (CR_SERVER_LOST, CR_SERVER_LOST_EXTENDED) and timed_out_inside(exc):
+            limit = timeouts.connect if connecting else timeouts.read
+            return ProbeError(
+                "timeout",
+                f"no answer {step} within {limit} s ({first_line(message, 80)})",
+                timed_out=True,
+            )
+        if errno == CR_SSL_CONNECTION_ERROR or tls_failure(exc):
+            return ProbeError(
+                "tls_error",
+                f"{message}; check ssl_ca / ssl_cert / ssl_key and the server's certificate",
+            )
         if errno in (CR_CONNECTION_ERROR, CR_CONN_HOST_ERROR, CR_UNKNOWN_HOST):
             return ProbeError("unreachable", message)
         if errno in (CR_SERVER_GONE_ERROR, CR_SERVER_LOST, CR_SERVER_LOST_EXTENDED):
             return ProbeError("unreachable", f"connection lost: {message}")
         return ProbeError("error", f"MySQL error {errno}: {message}" if errno else message)
+    if isinstance(exc, ssl.SSLError):
+        return ProbeError("tls_error", first_line(f"TLS: {exc}; check ssl_ca / ssl_cert / ssl_key"))
     if isinstance(exc, OSError):
         return ProbeError("unreachable", first_line(f"{exc.strerror or exc}"))
     return ProbeError("error", first_line(f"{type(exc).__name__}: {exc}"))
@@ -178,8 +213,10 @@ class NodeProbe:
         backoff_max: float,
         connector: Connector | None = None,
         clock: Callable[[], float] = time.monotonic,
+        tls: Tls | None = None,
     ) -> None:
         self.address = address
+        self.tls = tls or Tls()
         self.credentials = credentials
         self.timeouts = timeouts
         self.interval = interval
@@ -206,6 +243,13 @@ class NodeProbe:
             "allow_local_infile": False,
             "conn_attrs": {"program_name": "galera-health"},
         }
+        if self.tls.ca is not None:
+            arguments["ssl_ca"] = self.tls.ca
+            arguments["ssl_verify_cert"] = True
+            arguments["ssl_verify_identity"] = self.tls.verify_identity
+        if self.tls.cert is not None:
+            arguments["ssl_cert"] = self.tls.cert
+            arguments["ssl_key"] = self.tls.key
         if self.address.unix_socket is not None:
             arguments["unix_socket"] = self.address.unix_socket
         else:

@@ -479,12 +479,15 @@ class GaleraTestbed:
         provider_options: str = DEFAULT_PROVIDER_OPTIONS,
         monitor_user: str = "health",
         monitor_password: str | None = None,
+        extra_config: str = "",
     ) -> None:
+        """extra_config: more [mysqld] lines for every node (TLS files, extra_port, ...)."""
         if size < 1:
             raise TestbedError("size must be at least 1")
         self.size = size
         self.host = host
         self.provider_options = provider_options.strip().strip(";")
+        self.extra_config = extra_config.strip()
         self.monitor_user = monitor_user
         self.monitor_password = (
             monitor_password if monitor_password is not None else secrets.token_urlsafe(18)
@@ -723,6 +726,7 @@ class GaleraTestbed:
             "wsrep_sst_method=rsync",
             f"wsrep_sst_receive_address={self.host}:{node.sst_port}",
             f'wsrep_provider_options="{provider_options}"',
+            *([self.extra_config] if self.extra_config else []),
             "",
         ]
         return "\n".join(lines)

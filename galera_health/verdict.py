@@ -31,7 +31,13 @@ REQUIRED_VARIABLES = (
 
 # Agent-side problems: the node may be fine, our own access is not.
 AGENT_FAULT_KINDS = frozenset(
-    {"access_denied", "too_many_connections", "auth_plugin_unsupported", "config_error"}
+    {
+        "access_denied",
+        "too_many_connections",
+        "auth_plugin_unsupported",
+        "config_error",
+        "tls_error",
+    }
 )
 
 # Measurement hiccups, debounced by `fall`: a loaded node or a rotated password must not take

@@ -7,6 +7,7 @@ Cache-Control: no-store.
 
 from __future__ import annotations
 
+import hmac
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -25,6 +26,8 @@ from .store import NodeView, VerdictStore
 from .verdict import Policy
 
 Liveness = Callable[[], tuple[bool, str]]
+
+PROBE_PATHS = frozenset({"/health", "/readyz", "/livez"})
 
 # waitress defaults let 150 idle connections delay a probe by minutes (connection_limit 100,
 # no cleanup); these answered in ~10 ms with 150 idle or slowloris connections (DESIGN.md).
@@ -182,9 +185,14 @@ def create_app(
     *,
     policy: Callable[[], Policy] | None = None,
     stats: Mapping[str, PollStats] | None = None,
+    surface: str = "all",
+    status_token: str | None = None,
 ) -> Flask:
     """The web layer, built from what it needs: tests fill a store by hand and call this.
-    `stats`: the poller's per-node counters for /metrics (none: only store-derived metrics)."""
+    `stats`: the poller's per-node counters for /metrics (none: only store-derived metrics).
+    `surface`: "all", or "probe" (only /health, /readyz, /livez: for a listener the LB reaches
+    when /status and /metrics are served on status_listen). `status_token`: a bearer token the
+    status routes require (compared in constant time)."""
     app = Flask("galera_health")
     app.json.sort_keys = False  # type: ignore[attr-defined]  # nodes in configured order
     started_wall = time.time()
@@ -214,40 +222,59 @@ def create_app(
         alive, reason = liveness()
         return text(reason, 200 if alive else 503)
 
-    @app.get("/status")
-    def status() -> Response:
-        views = store.views()
-        if request.args.get("format") == "health":
-            health = health_document(views)
-            answer = jsonify(health)
-            answer.mimetype = "application/health+json"
-            # The draft asks 2xx for pass/warn and 4xx-5xx for fail; "pass" is /health's 200.
-            answer.status_code = 200 if health["status"] == "pass" else 503
-            return answer
-        document: dict[str, Any] = {
-            "version": __version__,
-            "driver_mode": DRIVER_MODE,
-            "started_at": started_wall,
-            "uptime_seconds": round(time.monotonic() - started_mono, 3),
-            "max_age_seconds": store.max_age,
-            "healthy": all(v.healthy for v in views),
-            "draining": store.draining,
-            "nodes": {v.node: node_document(store, v, current_policy()) for v in views},
-        }
-        if describe is not None:
-            document["agent"] = describe()
-        response = jsonify(document)
-        response.status_code = 200
-        return response
+    if surface != "probe":
+        # /status, /metrics and / reveal the cluster's layout: they may live on their own
+        # listener and behind a bearer token; the probe answers never do.
+        @app.before_request
+        def require_token() -> Response | None:
+            if (
+                status_token is None
+                or request.path in PROBE_PATHS
+                or request.path.startswith("/health/")
+            ):
+                return None
+            offered = request.headers.get("Authorization", "")
+            expected = f"Bearer {status_token}"
+            if hmac.compare_digest(offered.encode(), expected.encode()):
+                return None
+            response = text("unauthorized; send Authorization: Bearer <status token>", 401)
+            response.headers["WWW-Authenticate"] = 'Bearer realm="galera-health"'
+            return response
 
-    @app.get("/metrics")
-    def metrics() -> Response:
-        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        return Response(encoder(registry), status=200, content_type=content_type)
+        @app.get("/status")
+        def status() -> Response:
+            views = store.views()
+            if request.args.get("format") == "health":
+                health = health_document(views)
+                answer = jsonify(health)
+                answer.mimetype = "application/health+json"
+                # The draft asks 2xx for pass/warn and 4xx-5xx for fail; "pass" is /health's 200.
+                answer.status_code = 200 if health["status"] == "pass" else 503
+                return answer
+            document: dict[str, Any] = {
+                "version": __version__,
+                "driver_mode": DRIVER_MODE,
+                "started_at": started_wall,
+                "uptime_seconds": round(time.monotonic() - started_mono, 3),
+                "max_age_seconds": store.max_age,
+                "healthy": all(v.healthy for v in views),
+                "draining": store.draining,
+                "nodes": {v.node: node_document(store, v, current_policy()) for v in views},
+            }
+            if describe is not None:
+                document["agent"] = describe()
+            response = jsonify(document)
+            response.status_code = 200
+            return response
 
-    @app.get("/")
-    def index() -> Response:
-        return page.response()
+        @app.get("/metrics")
+        def metrics() -> Response:
+            encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+            return Response(encoder(registry), status=200, content_type=content_type)
+
+        @app.get("/")
+        def index() -> Response:
+            return page.response()
 
     @app.errorhandler(404)
     def not_found(_: Exception) -> Response:

@@ -78,8 +78,10 @@ def hung_agent() -> Iterator[tuple[int, Poller, threading.Event]]:
         stuck_after=3.0,
     )
 
-    def factory(*args: Any) -> NodeProbe:
-        return NodeProbe(*args, connector=lambda **_: HangingConnection(release, good_polls=3))
+    def factory(*args: Any, **kwargs: Any) -> NodeProbe:
+        return NodeProbe(
+            *args, **kwargs, connector=lambda **_: HangingConnection(release, good_polls=3)
+        )
 
     store = VerdictStore(["n1"], settings.max_age)
     poller = Poller(settings, store, probe_factory=factory)

@@ -7,6 +7,7 @@ where retrying hurts the server.
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 from mysql.connector import errors as myerrors
@@ -185,3 +186,28 @@ def test_error_names() -> None:
     ]
     for exc, connecting, kind in cases:
         assert classify_error(exc, t, connecting).kind == kind, exc
+
+
+def wrapped(outer: Exception, inner: BaseException) -> Exception:
+    outer.__cause__ = inner
+    return outer
+
+
+def test_wrapped_tls_failures_and_handshake_timeouts_are_named() -> None:
+    t = Timeouts()
+    lost = "Lost connection to MySQL server at '127.0.0.1:3306', system error: "
+    verify = wrapped(
+        myerrors.InterfaceError(errno=2055, msg=lost + "Errno 1: [SSL: CERTIFICATE_VERIFY_FAILED]"),
+        ssl.SSLCertVerificationError("certificate verify failed"),
+    )
+    error = classify_error(verify, t, connecting=True)
+    assert (error.kind, error.agent_fault) == ("tls_error", True)
+    stalled = wrapped(
+        myerrors.InterfaceError(errno=2055, msg=lost + "The handshake operation timed out"),
+        TimeoutError("_ssl.c:989: The handshake operation timed out"),
+    )
+    error = classify_error(stalled, t, connecting=True)
+    assert (error.kind, error.timed_out) == ("timeout", True)
+    assert "while connecting within 2 s" in error.detail
+    plain = myerrors.InterfaceError(errno=2055, msg=lost + "Connection reset by peer")
+    assert classify_error(plain, t, connecting=False).kind == "unreachable"
