@@ -264,6 +264,10 @@ def test_agent_container_is_restricted(helm: Helm) -> None:
     assert "env" not in agent
     secret_mount = next(m for m in agent["volumeMounts"] if m["name"] == "galera-health-secret")
     assert secret_mount["readOnly"] is True
+    # 0440 root:<fsGroup>: not world-readable, readable by the agent through the pod's fsGroup
+    secret_volume = next(v for v in pod["volumes"] if v["name"] == "galera-health-secret")
+    assert secret_volume["secret"]["defaultMode"] == 0o440
+    assert pod["securityContext"]["fsGroup"] > 0
     assert rendered.agent_config()["password_file"].startswith(secret_mount["mountPath"] + "/")
     # the database container: no privilege escalation, no capabilities
     db = containers(rendered)["mariadb"]

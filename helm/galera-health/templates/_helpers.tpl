@@ -191,7 +191,7 @@ and add the volumes from "galera-health.volumes" to the pod.
     items:
       - key: {{ .Values.auth.passwordKey }}
         path: {{ .Values.auth.passwordKey }}
-    defaultMode: 0444
+    defaultMode: 0440
 - name: galera-health-state
   emptyDir:
     medium: Memory
