@@ -93,6 +93,9 @@ def test_unit_settings() -> None:
     assert unit["RestrictAddressFamilies"] == ["AF_INET AF_INET6 AF_UNIX"]
     assert unit["Restart"] == ["always"]
     assert unit["LoadCredential"] == ["password:/etc/galera-health/password"]
+    # the agent raises RLIMIT_NOFILE to 4096 unless it has it; a filtered call must not kill it
+    assert int(unit["LimitNOFILE"][0]) >= 4096
+    assert unit["SystemCallErrorNumber"] == ["EPERM"]
     # stopped before mariadb (After= reverses on stop), so the agent drains while mariadbd serves
     assert "mariadb.service" in unit["After"][0].split()
     # the stop timeout covers the drain
