@@ -8,7 +8,28 @@ from collections.abc import Iterator
 
 import pytest
 
-from galera_health.testbed import GaleraTestbed, TestbedNode, missing_requirements
+from galera_health.testbed import (
+    GaleraTestbed,
+    TestbedError,
+    TestbedNode,
+    missing_requirements,
+)
+
+
+def started_testbed(attempts: int = 3, **options: object) -> GaleraTestbed:
+    """A started test bed. A first SST between fresh nodes has failed here once in a while
+    (rsync "No message of desired type"); a new bed on new ports is the cure, not a skip."""
+    for attempt in range(1, attempts + 1):
+        testbed = GaleraTestbed(**options)  # type: ignore[arg-type]
+        try:
+            testbed.start()
+            return testbed
+        except TestbedError as exc:
+            testbed.stop()
+            if attempt == attempts:
+                raise
+            print(f"test bed start failed (attempt {attempt}), retrying: {str(exc)[:300]}")
+    raise AssertionError("unreachable")
 
 
 @pytest.fixture(scope="session")
@@ -19,9 +40,8 @@ def cluster() -> Iterator[GaleraTestbed]:
         if os.environ.get("GALERA_TESTS_REQUIRE_GALERA") == "1" or os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    testbed = GaleraTestbed(size=3)
+    testbed = started_testbed(size=3)
     try:
-        testbed.start()
         yield testbed
     finally:
         testbed.stop()

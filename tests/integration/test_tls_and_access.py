@@ -15,9 +15,10 @@ import mysql.connector
 import pytest
 
 from galera_health.fault_servers import StallingProxy
-from galera_health.testbed import GaleraTestbed, free_ports, missing_requirements
+from galera_health.testbed import free_ports, missing_requirements
 
 from .agent import AgentProcess
+from .conftest import started_testbed
 from .test_agent_galera import CONNECT_TIMEOUT, INTERVAL, SLACK, TIMING, is_200
 
 pytestmark = pytest.mark.galera
@@ -62,22 +63,19 @@ class TlsBed:
         for path in folder.iterdir():
             path.chmod(0o644)  # mariadbd runs as mysql; a test CA only
         self.extra_port = free_ports(1)[0]
-        self.bed = GaleraTestbed(
-            size=1,
-            extra_config="\n".join(
-                [
-                    f"ssl_ca={self.ca[1]}",
-                    f"ssl_cert={self.server[1]}",
-                    f"ssl_key={self.server[0]}",
-                    f"extra_port={self.extra_port}",
-                    "extra_max_connections=5",
-                ]
-            ),
+        self.extra_config = "\n".join(
+            [
+                f"ssl_ca={self.ca[1]}",
+                f"ssl_cert={self.server[1]}",
+                f"ssl_key={self.server[0]}",
+                f"extra_port={self.extra_port}",
+                "extra_max_connections=5",
+            ]
         )
-        self.node = self.bed.nodes[0]
 
-    def password_file(self) -> str:
-        return self.bed.password_file
+    def start(self) -> None:
+        self.bed = started_testbed(size=1, extra_config=self.extra_config)
+        self.node = self.bed.nodes[0]
 
     def agent(self, *extra: str, node: str | None = None, user: str | None = None) -> AgentProcess:
         return AgentProcess(
@@ -97,7 +95,7 @@ def tls() -> Iterator[TlsBed]:
     folder = Path(tempfile.mkdtemp(prefix="galera-health-tls-"))
     bed = TlsBed(folder)
     try:
-        bed.bed.start()
+        bed.start()
         user = bed.bed.monitor_user
         bed.node.sql(
             f"ALTER USER '{user}'@'127.0.0.1' REQUIRE SSL; "
@@ -106,7 +104,8 @@ def tls() -> Iterator[TlsBed]:
         )
         yield bed
     finally:
-        bed.bed.stop()
+        if hasattr(bed, "bed"):
+            bed.bed.stop()
         shutil.rmtree(folder, ignore_errors=True)
 
 
