@@ -12,6 +12,7 @@ import logging
 import os
 import resource
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -113,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--status-token-file", help="require this bearer token for /status, /metrics and /"
     )
+    serve.add_argument("--status-tls-cert", help="serve status_listen over HTTPS: certificate")
+    serve.add_argument("--status-tls-key", help="serve status_listen over HTTPS: private key")
     serve.add_argument(
         "--kill-sessions",
         action=argparse.BooleanOptionalAction,
@@ -189,6 +192,7 @@ def describe(settings: Settings) -> dict[str, Any]:
         },
         "status_listen": settings.status_listen.display() if settings.status_listen else None,
         "status_token": settings.status_token_file is not None,
+        "status_tls": settings.status_tls_cert is not None,
         "config_path": settings.config_path,
         "backoff_max_seconds": settings.backoff_max,
         "stuck_after_seconds": settings.stuck_after,
@@ -268,10 +272,13 @@ def serve(settings: Settings, reload_settings: Callable[[], Settings] | None = N
         if address is None:
             continue
         try:
-            servers.append(
-                create_server(app_for(surface), listen=address.display(), **SERVER_SETTINGS)
-            )
-        except OSError as exc:
+            if surface == "status" and settings.status_tls_cert is not None:
+                servers.append(tls_status_server(settings, app_for(surface)))
+            else:
+                servers.append(
+                    create_server(app_for(surface), listen=address.display(), **SERVER_SETTINGS)
+                )
+        except (OSError, ssl.SSLError) as exc:
             for made in servers:
                 made.close()
             return fail(
@@ -307,7 +314,12 @@ def serve(settings: Settings, reload_settings: Callable[[], Settings] | None = N
     log.info(
         "serving on http://%s%s; effective config: %s",
         listen,
-        f" (status on http://{settings.status_listen.display()})" if settings.status_listen else "",
+        (
+            f" (status on {'https' if settings.status_tls_cert else 'http'}://"
+            f"{settings.status_listen.display()})"
+        )
+        if settings.status_listen
+        else "",
         json.dumps(config, separators=(",", ":")),
         extra={"event": "start", "version": __version__, "config": config},
     )
@@ -323,6 +335,45 @@ def serve(settings: Settings, reload_settings: Callable[[], Settings] | None = N
             made.close()
     log.info("stopped")
     return 0
+
+
+class TlsStatusServer:
+    """The status listener over HTTPS. waitress has no TLS, so this one listener (a management
+    surface, not the LB's probe path) is served by cheroot, imported only when configured."""
+
+    def __init__(self, settings: Settings, app: Any) -> None:
+        from cheroot import wsgi
+        from cheroot.ssl.builtin import BuiltinSSLAdapter
+
+        assert settings.status_listen is not None
+        assert settings.status_tls_cert is not None and settings.status_tls_key is not None
+        # fail here, with the file named, rather than in cheroot's thread
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            settings.status_tls_cert, settings.status_tls_key
+        )
+        self.server = wsgi.Server(
+            (settings.status_listen.host, settings.status_listen.port),
+            app,
+            numthreads=4,
+            max=64,
+            timeout=10,
+            shutdown_timeout=1,
+            server_name="galera-health",
+        )
+        self.server.ssl_adapter = BuiltinSSLAdapter(
+            settings.status_tls_cert, settings.status_tls_key
+        )
+        self.server.prepare()  # binds now: a port in use is reported at start
+
+    def run(self) -> None:
+        self.server.serve()
+
+    def close(self) -> None:
+        self.server.stop()
+
+
+def tls_status_server(settings: Settings, app: Any) -> TlsStatusServer:
+    return TlsStatusServer(settings, app)
 
 
 def raise_open_files_limit() -> None:

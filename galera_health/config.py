@@ -130,6 +130,8 @@ class Settings:
     tls: Tls = field(default_factory=Tls)
     status_listen: ListenAddress | None = None
     status_token_file: str | None = None
+    status_tls_cert: str | None = None
+    status_tls_key: str | None = None
     config_path: str | None = None
 
     @property
@@ -276,6 +278,8 @@ KEYS: dict[str, Key] = {
     "ssl_verify_identity": Key(bool),
     "status_listen": Key(str),
     "status_token_file": Key(str),
+    "status_tls_cert": Key(str),
+    "status_tls_key": Key(str),
 }
 
 TRUE_WORDS = ("1", "true", "yes", "on")
@@ -420,7 +424,14 @@ def build_settings(layers: Sequence[dict[str, Any]], need_listen: bool = True) -
     if need_listen and raw.get("listen"):
         listen = ListenAddress(*parse_host_port(raw["listen"], "listen", None))
 
-    for key in ("ssl_ca", "ssl_cert", "ssl_key", "status_token_file"):
+    for key in (
+        "ssl_ca",
+        "ssl_cert",
+        "ssl_key",
+        "status_token_file",
+        "status_tls_cert",
+        "status_tls_key",
+    ):
         path = raw.get(key)
         if path is not None and not os.access(path, os.R_OK):
             raise ConfigError(f"cannot read {key} {path!r}; check the path and its permissions")
@@ -433,6 +444,13 @@ def build_settings(layers: Sequence[dict[str, Any]], need_listen: bool = True) -
         status_listen = ListenAddress(*parse_host_port(raw["status_listen"], "status_listen", None))
         if status_listen == listen:
             raise ConfigError("status_listen must differ from listen (or be left out)")
+    if (raw.get("status_tls_cert") is None) != (raw.get("status_tls_key") is None):
+        raise ConfigError("status_tls_cert and status_tls_key go together; give both or neither")
+    if raw.get("status_tls_cert") is not None and raw.get("status_listen") is None:
+        raise ConfigError(
+            "status_tls_cert needs status_listen: TLS is for the status listener only "
+            "(the LB's probes stay plain HTTP)"
+        )
 
     state_dir = raw.get("state_dir")
     if state_dir is not None and not os.path.isdir(state_dir):
@@ -494,6 +512,8 @@ def build_settings(layers: Sequence[dict[str, Any]], need_listen: bool = True) -
         ),
         status_listen=status_listen,
         status_token_file=raw.get("status_token_file"),
+        status_tls_cert=raw.get("status_tls_cert"),
+        status_tls_key=raw.get("status_tls_key"),
         config_path=raw.get("config_path"),
     )
 

@@ -4,6 +4,7 @@ probes stay open. Against the real agent and the real cluster."""
 from __future__ import annotations
 
 import http.client
+import ssl
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from galera_health.testbed import GaleraTestbed, free_ports
 
 from .agent import AgentProcess
 from .test_agent_galera import TIMING, is_200
+from .test_tls_and_access import make_ca, make_cert
 
 pytestmark = pytest.mark.galera
 
@@ -139,3 +141,51 @@ def test_status_on_its_own_listener_behind_a_token(
         assert request(status_port, "/metrics", "s3cret-token")[0] == 200
         assert request(status_port, "/health")[0] == 200  # probes never need the token
         assert "s3cret-token" not in agent.output()
+
+
+def test_status_listener_over_https(synced_cluster: GaleraTestbed, tmp_path: Path) -> None:
+    ca = make_ca(tmp_path, "ca")
+    key, cert = make_cert(tmp_path, "status", ca, "IP:127.0.0.1")
+    token_file = tmp_path / "token"
+    token_file.write_text("tls-token")
+    token_file.chmod(0o600)
+    status_port = free_ports(1)[0]
+    node = synced_cluster.node("n1")
+    with AgentProcess(
+        [f"n1={node.address()}"],
+        synced_cluster.monitor_user,
+        synced_cluster.password_file,
+        [
+            *TIMING,
+            "--status-listen", f"127.0.0.1:{status_port}",
+            "--status-token-file", str(token_file),
+            "--status-tls-cert", str(cert),
+            "--status-tls-key", str(key),
+        ],
+    ) as agent:  # fmt: skip
+        agent.wait_for(is_200, timeout=15)
+        context = ssl.create_default_context(cafile=str(ca[1]))
+        connection = http.client.HTTPSConnection(
+            "127.0.0.1", status_port, timeout=5, context=context
+        )
+        try:
+            connection.request("GET", "/status", headers={"Authorization": "Bearer tls-token"})
+            response = connection.getresponse()
+            assert response.status == 200 and b'"n1"' in response.read()
+            connection.request("GET", "/status")
+            response = connection.getresponse()
+            assert response.status == 401
+            response.read()
+        finally:
+            connection.close()
+        # plain HTTP on the TLS port gets no status document
+        status, _ = request_or_error(status_port, "/status", "tls-token")
+        assert status != 200
+        assert agent.get("/health").status == 200  # the LB's listener stays plain HTTP
+
+
+def request_or_error(port: int, path: str, token: str) -> tuple[int, str]:
+    try:
+        return request(port, path, token)
+    except (OSError, http.client.HTTPException) as exc:
+        return 0, str(exc)
