@@ -368,7 +368,9 @@ def median(values: Sequence[float]) -> float:
 
 
 def fmt(value: float, digits: int = 2) -> str:
-    return "-" if value != value else f"{value:.{digits}f}"  # NaN check
+    if value != value:  # NaN
+        return "-"
+    return f"{round(value, digits) + 0.0:.{digits}f}"  # + 0.0: no "-0.00"
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -400,10 +402,10 @@ class SwitchProxy:
         self._thread.start()
 
     @staticmethod
-    def _listener(backlog: int, port: int = 0) -> socket.socket:
+    def _listener(backlog: int) -> socket.socket:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", port))
+        sock.bind(("127.0.0.1", 0))
         sock.listen(backlog)
         return sock
 
@@ -411,11 +413,13 @@ class SwitchProxy:
         assert mode in ("forward", "silent", "blackhole")
         with self._lock:
             old, self.mode = self.mode, mode
+            if old == mode:
+                return
             if old == "blackhole":
-                for sock in [*self._fillers, self._listen]:
-                    sock.close()
+                self._listen.listen(128)  # a listening socket takes a new backlog in place
+                for filler in self._fillers:
+                    filler.close()  # the loop accepts their (dead) peers and drops them
                 self._fillers = []
-                self._listen = self._listener(128, self.port)
             if mode == "forward":
                 for client, upstream in self._pairs:
                     for sock in (client, upstream):
@@ -423,8 +427,9 @@ class SwitchProxy:
                             sock.close()
                 self._pairs = []
             elif mode == "blackhole":
-                self._listen.close()
-                self._listen = self._listener(0, self.port)
+                # nothing accepts any more; a backlog of 0 filled by two connections makes
+                # the kernel drop further SYNs (as fault_servers.Blackhole)
+                self._listen.listen(0)
                 for _ in range(2):
                     filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                     filler.setblocking(False)

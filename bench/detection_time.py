@@ -68,16 +68,19 @@ def background(action: Callable[[], None]) -> threading.Thread:
     return thread
 
 
-def first(port: int, path: str, want_ok: bool, poll: float, limit: float) -> float | None:
-    """Seconds until GET path is 200 (want_ok) or a non-200 (not want_ok); None past limit."""
+def first(
+    port: int, path: str, want_ok: bool, poll: float, limit: float
+) -> tuple[float | None, str]:
+    """Seconds until GET path is 200 (want_ok) or a non-200 (not want_ok), and that answer's
+    body; None past limit."""
     started = time.monotonic()
     while True:
-        status, _ = _common.get(port, path, timeout=1.0)
+        status, body = _common.get(port, path, timeout=1.0)
         now = time.monotonic() - started
         if (status == 200) == want_ok and status != 0:
-            return now
+            return now, f"{status} {body.strip()}"
         if now > limit:
-            return None
+            return None, f"{status} {body.strip()}"
         time.sleep(max(0.0, poll - (time.monotonic() - started - now)))
 
 
@@ -108,7 +111,9 @@ def faults(bed: GaleraTestbed, proxy: SwitchProxy) -> list[Fault]:
 
     refused = f"interval {INTERVAL:g} s"
     stalled = f"interval + read timeout = {INTERVAL + READ:g} s"
-    hold = f"interval + hold-down = {INTERVAL + HOLD_DOWN:g} s"
+    # the hold-down counts from the first good poll (up to one interval after the recovery) and
+    # ends at the first poll past it (up to one more)
+    hold = f"2 x interval + hold-down = {2 * INTERVAL + HOLD_DOWN:g} s"
     return [
         Fault("clean stop", "n3", lambda: background(n3.stop).join(), restart,
               refused + " (+ shutdown)", INTERVAL, "node restart + IST + interval", float("nan"),
@@ -116,7 +121,7 @@ def faults(bed: GaleraTestbed, proxy: SwitchProxy) -> list[Fault]:
         Fault("kill -9", "n3", kill9, restart, refused, INTERVAL,
               "node restart + IST + interval", float("nan"), slow=True),
         Fault("freeze (SIGSTOP)", "n3", n3.freeze, n3.thaw, stalled, INTERVAL + READ,
-              hold + " (or non-Primary, rejoin)", INTERVAL + HOLD_DOWN),
+              hold + ", or eviction seen + rejoin", 2 * INTERVAL + HOLD_DOWN),
         Fault("split (gmcast.isolate)", "n3", lambda: n3.isolate(True), lambda: n3.isolate(False),
               f"evs.inactive_timeout {EVS_INACTIVE:g} s + interval", EVS_INACTIVE + INTERVAL,
               "rejoin + interval", float("nan")),
@@ -127,10 +132,10 @@ def faults(bed: GaleraTestbed, proxy: SwitchProxy) -> list[Fault]:
               refused, INTERVAL),
         Fault("no-greeting server", "px", lambda: proxy.set_mode("silent"),
               lambda: proxy.set_mode("forward"), stalled, INTERVAL + READ, hold,
-              INTERVAL + HOLD_DOWN),
+              2 * INTERVAL + HOLD_DOWN),
         Fault("blackhole", "px", lambda: proxy.set_mode("blackhole"),
               lambda: proxy.set_mode("forward"), stalled, INTERVAL + READ, hold,
-              INTERVAL + HOLD_DOWN),
+              2 * INTERVAL + HOLD_DOWN),
     ]  # fmt: skip
 
 
@@ -142,7 +147,7 @@ def cycle(fault: Fault, agent: _common.Server, poll: float, dwell: float) -> Non
         thread = background(fault.inject)  # stop() blocks until mariadbd exited
     else:
         fault.inject()
-    down = first(agent.port, path, want_ok=False, poll=poll, limit=60)
+    down, said = first(agent.port, path, want_ok=False, poll=poll, limit=60)
     if thread is not None:
         thread.join(60)
     if down is None:
@@ -152,7 +157,7 @@ def cycle(fault: Fault, agent: _common.Server, poll: float, dwell: float) -> Non
         fault.down.append(down)
     time.sleep(dwell)
     thread = background(fault.recover)
-    up = first(agent.port, path, want_ok=True, poll=poll, limit=120)
+    up, _ = first(agent.port, path, want_ok=True, poll=poll, limit=120)
     thread.join(120)
     if up is None:
         fault.misses += 1
@@ -162,7 +167,7 @@ def cycle(fault: Fault, agent: _common.Server, poll: float, dwell: float) -> Non
     print(
         f"  {fault.name:24} 503 after {fmt(down if down is not None else float('nan'))} s,"
         f" 200 after {fmt(up if up is not None else float('nan'))} s"
-        f" (cycle {time.monotonic() - t0:.0f} s)",
+        f" (cycle {time.monotonic() - t0:.0f} s): {said[:90]}",
         flush=True,
     )
 

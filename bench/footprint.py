@@ -78,8 +78,13 @@ def soak_faults(n3: TestbedNode) -> list[tuple[str, Callable[[], None], Callable
     ]  # fmt: skip
 
 
-def soak(bed: GaleraTestbed, agent: Server, seconds: float, every: float) -> list[ProcSample]:
+def soak(
+    bed: GaleraTestbed, agent: Server, seconds: float, every: float
+) -> tuple[list[ProcSample], list[ProcSample]]:
+    """Samples every 5 s (they include the probe bursts' 64 client sockets), and one quiet
+    sample at the end of each cycle, just before the next fault (the steady state)."""
     samples: list[ProcSample] = []
+    quiet: list[ProcSample] = []
     stop = threading.Event()
 
     def sample_loop() -> None:
@@ -113,14 +118,14 @@ def soak(bed: GaleraTestbed, agent: Server, seconds: float, every: float) -> lis
                 if n3.frozen:
                     n3.thaw()
                 recover()
-            elapsed = time.monotonic() - started
-            last = samples[-1]
+            time.sleep(max(0.0, every - (time.monotonic() - cycle_start)))
+            last = proc_sample(agent.pid)
+            quiet.append(last)
             print(
-                f"  {elapsed:5.0f} s  fault {name:14} RSS {last.rss_kib / 1024:.1f} MiB"
-                f"  threads {last.threads}  fds {last.fds}",
+                f"  {time.monotonic() - started:5.0f} s  after {name:14}"
+                f" RSS {last.rss_kib / 1024:.1f} MiB  threads {last.threads}  fds {last.fds}",
                 flush=True,
             )
-            time.sleep(max(0.0, every - (time.monotonic() - cycle_start)))
     finally:
         stop.set()
         for thread in threads:
@@ -128,7 +133,7 @@ def soak(bed: GaleraTestbed, agent: Server, seconds: float, every: float) -> lis
         if n3.frozen:
             n3.thaw()
     samples.append(proc_sample(agent.pid))
-    return samples
+    return samples, quiet
 
 
 def main() -> int:
@@ -147,6 +152,7 @@ def main() -> int:
     started: list[Server] = []
     rows: list[list[str]] = []
     samples: list[ProcSample] = []
+    quiet: list[ProcSample] = []
     try:
         bed.start()
         n1, n2, n3 = bed.nodes
@@ -196,7 +202,7 @@ def main() -> int:
                 bed.password_file,
             )
             started.append(agent)
-            samples = soak(bed, agent, args.soak, args.every)
+            samples, quiet = soak(bed, agent, args.soak, args.every)
     finally:
         for server in reversed(started):
             if server.name == "naive":
@@ -205,15 +211,15 @@ def main() -> int:
                 server.stop()
         bed.stop()
     if samples:
-        report_soak(samples)
+        report_soak(samples, quiet)
     return 0
 
 
-def report_soak(samples: list[ProcSample]) -> None:
+def report_soak(samples: list[ProcSample], quiet: list[ProcSample]) -> None:
     t0 = samples[0].at
     rows = []
-    step = max(1, len(samples) // 10)
-    for sample in [*samples[::step], samples[-1]]:
+    step = max(1, len(quiet) // 10)
+    for sample in [samples[0], *quiet[step - 1 :: step]]:
         rows.append(
             [
                 f"{sample.at - t0:.0f}",
@@ -222,16 +228,23 @@ def report_soak(samples: list[ProcSample]) -> None:
                 str(sample.fds),
             ]
         )
-    print()
+    print("\nat the end of each fault cycle (quiet), every few cycles:")
     print(_common.table(["t s", "RSS MiB", "threads", "fds"], rows))
-    warm = [s for s in samples if s.at - t0 >= 60] or samples
-    print(
-        f"\nafter the first minute: RSS {min(s.rss_kib for s in warm) / 1024:.1f}-"
-        f"{max(s.rss_kib for s in warm) / 1024:.1f} MiB, threads "
-        f"{min(s.threads for s in warm)}-{max(s.threads for s in warm)}, fds "
-        f"{min(s.fds for s in warm)}-{max(s.fds for s in warm)}; first-minute-end -> last "
-        f"RSS {warm[0].rss_kib / 1024:.1f} -> {samples[-1].rss_kib / 1024:.1f} MiB"
-    )
+    for label, group in (("quiet end-of-cycle samples", quiet), ("every-5-s samples", samples)):
+        if not group:
+            continue
+        print(
+            f"{label} ({len(group)}): RSS {min(s.rss_kib for s in group) / 1024:.1f}-"
+            f"{max(s.rss_kib for s in group) / 1024:.1f} MiB, threads "
+            f"{min(s.threads for s in group)}-{max(s.threads for s in group)}, fds "
+            f"{min(s.fds for s in group)}-{max(s.fds for s in group)}"
+        )
+    if quiet:
+        print(
+            f"RSS first cycle -> last cycle: {quiet[0].rss_kib / 1024:.1f} -> "
+            f"{quiet[-1].rss_kib / 1024:.1f} MiB (the every-5-s maximum of fds includes the"
+            " 64 sockets of a probe burst)"
+        )
 
 
 if __name__ == "__main__":
