@@ -321,6 +321,10 @@ def main() -> int:
     faults: Counter[str] = Counter()
     recovery_seconds: dict[str, list[float]] = {k: [] for k in KINDS}
     started_wall = datetime.now(timezone.utc)
+    # The code the agents run is the code at start: record it now, not when the report is written.
+    commit = command_output("git", "rev-parse", "--short", "HEAD")
+    if command_output("git", "status", "--porcelain", "--untracked-files=no"):
+        commit += " (working tree had uncommitted changes)"
     soak_started = time.monotonic()
     aborted = ""
     try:
@@ -411,7 +415,7 @@ def main() -> int:
                     node.thaw()
         bed.stop()
     report = render(
-        args, seed, started_wall, duration, faults, recovery_seconds, agents, alive, aborted
+        args, seed, started_wall, commit, duration, faults, recovery_seconds, agents, alive, aborted
     )
     print(report)
     if args.output:
@@ -428,6 +432,7 @@ def render(
     args: argparse.Namespace,
     seed: int,
     started: datetime,
+    commit: str,
     duration: float,
     faults: Counter[str],
     recovery_seconds: dict[str, list[float]],
@@ -435,8 +440,6 @@ def render(
     alive: dict[str, bool],
     aborted: str,
 ) -> str:
-    commit = command_output("git", "rev-parse", "--short", "HEAD")
-    dirty = command_output("git", "status", "--porcelain", "--untracked-files=no")
     mariadb = command_output("mariadbd", "--version") or command_output(
         "/usr/sbin/mariadbd", "--version"
     )
@@ -455,7 +458,7 @@ def render(
         "|---|---|",
         f"| machine | {machine()} |",
         f"| date (UTC) | {started:%Y-%m-%d %H:%M} |",
-        f"| git commit | {commit}{' (working tree had uncommitted changes)' if dirty else ''} |",
+        f"| git commit | {commit} |",
         f"| MariaDB | {mariadb} |",
         f"| duration | {duration / 60:.1f} min (asked {args.minutes:g}); seed {seed} |",
         f"| agents | one per node, `--interval {args.interval:g} --connect-timeout "
