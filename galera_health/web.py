@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, choose_encoder, generate_latest
 
 from . import __version__
 from .metrics import PollStats, make_registry
@@ -194,6 +194,11 @@ def create_app(
     when /status and /metrics are served on status_listen). `status_token`: a bearer token the
     status routes require (compared in constant time)."""
     app = Flask("galera_health")
+    # A probe must get 200/503, never a 308 that werkzeug would build from the client's Host
+    # for //health or /health//n1; and OPTIONS is no verdict: 405 like any other method.
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     app.json.sort_keys = False  # type: ignore[attr-defined]  # nodes in configured order
     started_wall = time.time()
     started_mono = time.monotonic()
@@ -269,7 +274,11 @@ def create_app(
 
         @app.get("/metrics")
         def metrics() -> Response:
-            encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+            try:
+                encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+            except (TypeError, ValueError):
+                # a malformed Accept (version=abc) must not make /metrics a 500
+                encoder, content_type = generate_latest, CONTENT_TYPE_LATEST
             return Response(encoder(registry), status=200, content_type=content_type)
 
         @app.get("/")
@@ -283,7 +292,7 @@ def create_app(
     @app.errorhandler(405)
     def not_allowed(_: Exception) -> Response:
         response = text("method not allowed; use GET or HEAD", 405)
-        response.headers["Allow"] = "GET, HEAD, OPTIONS"
+        response.headers["Allow"] = "GET, HEAD"
         return response
 
     return app
