@@ -59,9 +59,10 @@ def print_guide(testbed: GaleraTestbed, ports: list[int], all_port: int) -> None
     print("\nA 3-node MariaDB Galera cluster is running, with an agent in front of each node.\n")
     for node, port in zip(testbed.nodes, ports, strict=True):
         print(f"  {node.name}: mariadbd pid {node.pid}, MySQL {node.address()}")
-        print(f"      http://127.0.0.1:{port}/health   /readyz   /livez   /status")
+        print(f"      http://127.0.0.1:{port}/health   /readyz   /livez   /status   /metrics")
     print(f"  all nodes: http://127.0.0.1:{all_port}/health  (200 only when every node is usable)")
     print(f"             http://127.0.0.1:{all_port}/status")
+    print(f"  status page (open in a browser): http://127.0.0.1:{all_port}/")
     node = testbed.nodes[-1]
     port = ports[-1]
     print(
