@@ -132,7 +132,7 @@ def run_demo(size: int = 3, first_port: int = 9200) -> int:
     finally:
         for agent in agents:
             if agent.poll() is None:
-                os.kill(agent.pid, signal.SIGTERM)
+                os.kill(agent.pid, signal.SIGINT)  # at once: SIGTERM would drain for 11 s
         for agent in agents:
             try:
                 agent.wait(timeout=10)

@@ -102,7 +102,7 @@ class VerdictStore:
     def start_drain(self, reason: str) -> list[Transition]:
         now = time.time()
         changes = [
-            Transition(node, now, self.view(node).state, "draining", reason, False)
+            Transition(node, now, self.view(node).state, "draining", f"draining ({reason})", False)
             for node in self.nodes
         ]
         self._draining = reason
