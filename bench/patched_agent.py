@@ -7,6 +7,10 @@ unchanged agent in the same run (bench/profile_health.py --variant NAME). Varian
                Flask pattern) that answers GET/HEAD /health, /readyz, /health/<known node> and
                /livez with the same bytes and headers; everything else still goes through Flask.
   threads2     SERVER_SETTINGS threads=2 instead of 4 (less GIL hand-off on a 2-core machine).
+  switch1ms    sys.setswitchinterval(0.001) instead of 5 ms: the asyncore thread waits less for
+               the GIL while a worker runs Flask.
+
+Join variants with "+" to apply several (fast_probes+threads2).
 
 Usage: python bench/patched_agent.py --patch fast_probes serve --node ... (galera-health args)
 """
@@ -65,26 +69,31 @@ def fast_probes(wsgi_app: WSGIApp, store: VerdictStore, liveness: web.Liveness) 
     return app
 
 
+def with_fast_probes(original: Callable[..., Any]) -> Callable[..., Any]:
+    def create_app(store: VerdictStore, liveness: web.Liveness, *a: Any, **k: Any) -> Any:
+        flask_app = original(store, liveness, *a, **k)
+        flask_app.wsgi_app = fast_probes(flask_app.wsgi_app, store, liveness)
+        return flask_app
+
+    return create_app
+
+
 def main() -> int:
     argv = sys.argv[1:]
     if len(argv) < 2 or argv[0] != "--patch" or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0 if argv[:1] in (["-h"], ["--help"]) else 2
     variant, rest = argv[1], argv[2:]
-    if variant == "fast_probes":
-        original = web.create_app
-
-        def create_app(store: VerdictStore, liveness: web.Liveness, *a: Any, **k: Any) -> Any:
-            flask_app = original(store, liveness, *a, **k)
-            flask_app.wsgi_app = fast_probes(flask_app.wsgi_app, store, liveness)  # type: ignore[method-assign]
-            return flask_app
-
-        web.create_app = create_app  # type: ignore[assignment]
-    elif variant == "threads2":
-        web.SERVER_SETTINGS["threads"] = 2
-    else:
-        print(f"unknown variant {variant!r}; see --help", file=sys.stderr)
-        return 2
+    for patch in variant.split("+"):  # e.g. fast_probes+threads2
+        if patch == "fast_probes":
+            web.create_app = with_fast_probes(web.create_app)
+        elif patch == "threads2":
+            web.SERVER_SETTINGS["threads"] = 2
+        elif patch == "switch1ms":
+            sys.setswitchinterval(0.001)
+        else:
+            print(f"unknown variant {patch!r}; see --help", file=sys.stderr)
+            return 2
     return cli.main(rest)
 
 

@@ -6,7 +6,8 @@ that cost the most, by self time and inclusive time, over the agent's HTTP threa
 in) beside the unchanged agent, interleaved, so the gain is a ratio from the same run.
 
 Needs root (a test bed) and py-spy (pip install '.[bench]'), Debian wrk.
-Usage: python bench/profile_health.py [--seconds 10] [--connections 16] [--variant fast_text]
+Usage: python bench/profile_health.py [--seconds 10] [--connections 16]
+           [--variant fast_probes,threads2]
 """
 
 from __future__ import annotations
@@ -92,7 +93,8 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=25, help="lines per list (25)")
     parser.add_argument(
         "--variant",
-        help="also compare with bench/patched_agent.py --patch VARIANT (see its --help)",
+        help="also compare with bench/patched_agent.py --patch VARIANT (see its --help); "
+        "several: comma-separated",
     )
     parser.add_argument("--rounds", type=int, default=3, help="interleaved wrk rounds (3)")
     args = parser.parse_args()
@@ -107,20 +109,19 @@ def main() -> int:
         started.append(agent)
         summarize(profile(agent.pid, agent.url(), args.seconds, args.connections), args.top)
         if args.variant:
-            patched = _common.start_agent(
-                [f"n1={n1.address()}"],
-                bed.password_file,
-                name="patched",
-                module=(os.path.join(_common.BENCH, "patched_agent.py"), "--patch", args.variant),
-            )
-            started.append(patched)
+            servers: dict[str, _common.Server] = {"agent": agent}
+            for variant in args.variant.split(","):
+                patched = _common.start_agent(
+                    [f"n1={n1.address()}"],
+                    bed.password_file,
+                    name=variant,
+                    module=(os.path.join(_common.BENCH, "patched_agent.py"), "--patch", variant),
+                )
+                started.append(patched)
+                servers[variant] = patched
             bare = _common.start_bare()
             started.append(bare)
-            compare(
-                {"bare": bare, "agent": agent, args.variant: patched},
-                args.connections,
-                args.rounds,
-            )
+            compare({"bare": bare, **servers}, args.connections, args.rounds)
     finally:
         for server in reversed(started):
             server.stop()
