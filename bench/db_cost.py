@@ -71,7 +71,11 @@ def window(
     """Per-second deltas of the counters over `seconds` (Threads_connected: the level)."""
     before = counters(node, password)
     t0 = time.monotonic()
-    extra = during() if during is not None else time.sleep(seconds)
+    extra = None
+    if during is not None:
+        extra = during()
+    else:
+        time.sleep(seconds)
     took = time.monotonic() - t0
     after = counters(node, password)
     rates = {k: (after[k] - before[k]) / took for k in before if k != "threads_connected"} | {

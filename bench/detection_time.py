@@ -40,8 +40,8 @@ EVS_SUSPECT, EVS_INACTIVE = 3.0, 6.0
 class Fault:
     name: str
     node: str  # agent node name polled
-    inject: Callable[[], None]
-    recover: Callable[[], None]
+    inject: Callable[[], object]
+    recover: Callable[[], object]
     bound_down: str
     bound_down_s: float
     bound_up: str
@@ -52,7 +52,7 @@ class Fault:
     misses: int = 0
 
 
-def background(action: Callable[[], None]) -> threading.Thread:
+def background(action: Callable[[], object]) -> threading.Thread:
     """Run a blocking injection (stop(), start()) while the main thread polls."""
     errors: list[BaseException] = []
 
@@ -98,7 +98,7 @@ def settle(bed: GaleraTestbed, agent: _common.Server, nodes: list[str]) -> None:
 def faults(bed: GaleraTestbed, proxy: SwitchProxy) -> list[Fault]:
     n3 = bed.node("n3")
 
-    def sql(node: TestbedNode, statement: str) -> Callable[[], None]:
+    def sql(node: TestbedNode, statement: str) -> Callable[[], object]:
         return lambda: node.sql(statement)
 
     def kill9() -> None:

@@ -58,7 +58,7 @@ def row(label: str, sample: ProcSample, cpu: float, rps: float | None = None) ->
     ]
 
 
-def soak_faults(n3: TestbedNode) -> list[tuple[str, Callable[[], None], Callable[[], None]]]:
+def soak_faults(n3: TestbedNode) -> list[tuple[str, Callable[[], object], Callable[[], object]]]:
     def kill9() -> None:
         assert n3.pid is not None
         os.kill(n3.pid, signal.SIGKILL)

@@ -41,7 +41,7 @@ def make_app(host: str, port: int, user: str, password: str) -> Callable[..., It
             try:
                 cursor = connection.cursor()
                 cursor.execute("SHOW STATUS LIKE 'wsrep_local_state'")
-                row = cursor.fetchone()
+                row: Any = cursor.fetchone()
             finally:
                 connection.close()
             healthy = row is not None and str(row[1]) == "4"
