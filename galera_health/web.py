@@ -45,8 +45,17 @@ SERVER_SETTINGS: dict[str, Any] = {
 }
 
 
+class NoStoreResponse(Response):
+    """Every answer, errors included, says no-store: set once at construction instead of by an
+    after_request hook that costs every probe a dispatch (the probe path is Flask-bound)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.headers["Cache-Control"] = "no-store"
+
+
 def text(body: str, status: int) -> Response:
-    return Response(body + "\n", status=status, mimetype="text/plain")
+    return NoStoreResponse(body + "\n", status=status, mimetype="text/plain")
 
 
 def node_line(view: NodeView) -> str:
@@ -194,6 +203,7 @@ def create_app(
     when /status and /metrics are served on status_listen). `status_token`: a bearer token the
     status routes require (compared in constant time)."""
     app = Flask("galera_health")
+    app.response_class = NoStoreResponse  # jsonify, errors and the page get no-store too
     # A probe must get 200/503, never a 308 that werkzeug would build from the client's Host
     # for //health or /health//n1; and OPTIONS is no verdict: 405 like any other method.
     app.url_map.merge_slashes = False
@@ -205,11 +215,6 @@ def create_app(
     current_policy = policy or Policy
     registry = make_registry(store, stats or {})
     page = StatusPage()
-
-    @app.after_request
-    def no_store(response: Response) -> Response:
-        response.headers["Cache-Control"] = "no-store"
-        return response
 
     @app.get("/health")
     @app.get("/readyz")
@@ -230,21 +235,19 @@ def create_app(
     if surface != "probe":
         # /status, /metrics and / reveal the cluster's layout: they may live on their own
         # listener and behind a bearer token; the probe answers never do.
-        @app.before_request
-        def require_token() -> Response | None:
-            if (
-                status_token is None
-                or request.path in PROBE_PATHS
-                or request.path.startswith("/health/")
-            ):
-                return None
-            offered = request.headers.get("Authorization", "")
-            expected = f"Bearer {status_token}"
-            if hmac.compare_digest(offered.encode(), expected.encode()):
-                return None
-            response = text("unauthorized; send Authorization: Bearer <status token>", 401)
-            response.headers["WWW-Authenticate"] = 'Bearer realm="galera-health"'
-            return response
+        if status_token is not None:
+
+            @app.before_request
+            def require_token() -> Response | None:
+                if request.path in PROBE_PATHS or request.path.startswith("/health/"):
+                    return None
+                offered = request.headers.get("Authorization", "")
+                expected = f"Bearer {status_token}"
+                if hmac.compare_digest(offered.encode(), expected.encode()):
+                    return None
+                response = text("unauthorized; send Authorization: Bearer <status token>", 401)
+                response.headers["WWW-Authenticate"] = 'Bearer realm="galera-health"'
+                return response
 
         @app.get("/status")
         def status() -> Response:
@@ -279,11 +282,13 @@ def create_app(
             except (TypeError, ValueError):
                 # a malformed Accept (version=abc) must not make /metrics a 500
                 encoder, content_type = generate_latest, CONTENT_TYPE_LATEST
-            return Response(encoder(registry), status=200, content_type=content_type)
+            return NoStoreResponse(encoder(registry), status=200, content_type=content_type)
 
         @app.get("/")
         def index() -> Response:
-            return page.response()
+            response = page.response()
+            response.headers["Cache-Control"] = "no-store"
+            return response
 
     @app.errorhandler(404)
     def not_found(_: Exception) -> Response:
