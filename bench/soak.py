@@ -72,6 +72,7 @@ class Probe:
     sent: float
     answered: float
     status: int  # 0: no answer within the timeout
+    window: Window | None = None  # for a false healthy: the unusable window it fell in
 
 
 @dataclass
@@ -145,13 +146,14 @@ def prober(agent: AgentRun, every: float, timeout: float, stop: threading.Event)
             agent.probes += 1
             agent.statuses[status] += 1
             agent.slowest = max(agent.slowest, answered - sent)
-            judged = any(
-                sent >= w.start and (w.end is None or answered <= w.end) for w in agent.windows
-            )
+            inside = [
+                w for w in agent.windows if sent >= w.start and (w.end is None or answered <= w.end)
+            ]
+            judged = bool(inside)
             agent.in_windows += judged
             if status == 200:
                 if judged:
-                    agent.false_healthy.append(Probe(sent, answered, status))
+                    agent.false_healthy.append(Probe(sent, answered, status, inside[0]))
                 if any(
                     sent >= w.start and (w.end is None or answered <= w.end)
                     for w in agent.recovering
@@ -422,6 +424,16 @@ def main() -> int:
         Path(args.output).write_text(report)
         print(f"written to {args.output}")
     for agent in agents:
+        for probe in agent.false_healthy:
+            window = probe.window
+            if window is not None:
+                print(
+                    f"false healthy on {agent.name}: {window.kind} window, probe sent "
+                    f"{probe.sent - window.start:.2f} s after the window opened"
+                )
+        if agent.false_healthy:
+            print(f"kept {agent.name}'s agent log for the false healthy: {agent.log_path}")
+            continue
         with contextlib.suppress(OSError):
             os.unlink(agent.log_path)
     failed = aborted or any(a.false_healthy for a in agents) or not all(alive.values())
