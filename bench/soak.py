@@ -52,6 +52,8 @@ except ImportError:  # run from a checkout without installing
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from galera_health.testbed import GaleraTestbed, TestbedError, TestbedNode, free_ports
 
+import _common
+
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = ("freeze", "split", "kill9", "stop", "desync")
 INACTIVE_TIMEOUT = 6.0  # evs.inactive_timeout of the test bed (PT6S)
@@ -163,14 +165,8 @@ def prober(agent: AgentRun, every: float, timeout: float, stop: threading.Event)
 
 
 def proc_sample(pid: int) -> Sample:
-    rss = threads = 0
-    with open(f"/proc/{pid}/status") as handle:
-        for line in handle:
-            if line.startswith("VmRSS:"):
-                rss = int(line.split()[1])
-            elif line.startswith("Threads:"):
-                threads = int(line.split()[1])
-    return Sample(time.monotonic(), rss, threads, len(os.listdir(f"/proc/{pid}/fd")))
+    measured = _common.proc_sample(pid)
+    return Sample(measured.at, measured.rss_kib, measured.threads, measured.fds)
 
 
 def monitor_connections(bed: GaleraTestbed, node: TestbedNode) -> int | None:

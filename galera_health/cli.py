@@ -33,7 +33,7 @@ from .config import (
 )
 from .logs import setup_logging
 from .poller import log_transition
-from .probe import DRIVER_MODE, NodeProbe
+from .probe import DRIVER_MODE, probe_for
 from .verdict import evaluate
 
 log = logging.getLogger("galera_health")
@@ -419,14 +419,7 @@ def check(settings: Settings) -> int:
     """One poll per node, like an exec probe: 0 all healthy, 1 a node unhealthy, 2 our error."""
     worst = 0
     for address in settings.nodes:
-        probe = NodeProbe(
-            address,
-            settings.credentials,
-            settings.timeouts,
-            settings.interval,
-            settings.backoff_max,
-            tls=settings.tls,
-        )
+        probe = probe_for(address, settings)
         started = time.monotonic()
         observation = probe.poll()
         probe.close()

@@ -24,7 +24,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from . import maintenance
 from .config import ConfigError, NodeAddress, Settings
 from .metrics import PollStats
-from .probe import NodeProbe
+from .probe import NodeProbe, probe_for
 from .store import Transition, VerdictStore
 from .verdict import Policy, ProbeError, Verdict, evaluate
 
@@ -161,14 +161,7 @@ class Poller:
         return self.settings.policy
 
     def _new_probe(self, address: NodeAddress, settings: Settings) -> NodeProbe:
-        return self._probe_factory(
-            address,
-            settings.credentials,
-            settings.timeouts,
-            settings.interval,
-            settings.backoff_max,
-            tls=settings.tls,
-        )
+        return probe_for(address, settings, self._probe_factory)
 
     def _add_node(self, address: NodeAddress) -> NodePoller:
         node = NodePoller(

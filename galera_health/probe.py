@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import mysql.connector
 from mysql.connector import errors as myerrors
 
-from .config import ConfigError, Credentials, NodeAddress, Timeouts, Tls
+from .config import ConfigError, Credentials, NodeAddress, Settings, Timeouts, Tls
 from .verdict import Observation, ProbeError, Snapshot
 
 DRIVER_MODE = "pure"
@@ -359,3 +359,17 @@ class NodeProbe:
                 connection.shutdown()
 
     close = discard
+
+
+def probe_for(
+    address: NodeAddress, settings: Settings, factory: Callable[..., NodeProbe] = NodeProbe
+) -> NodeProbe:
+    """A node's probe built from the settings (the poller and `check` share it)."""
+    return factory(
+        address,
+        settings.credentials,
+        settings.timeouts,
+        settings.interval,
+        settings.backoff_max,
+        tls=settings.tls,
+    )
