@@ -75,6 +75,7 @@ class Probe:
     answered: float
     status: int  # 0: no answer within the timeout
     window: Window | None = None  # for a false healthy: the unusable window it fell in
+    evidence: str = ""  # for the first false healthy of a window: what the agent and node said
 
 
 @dataclass
@@ -126,6 +127,18 @@ def start_agent(bed: GaleraTestbed, node: TestbedNode, args: argparse.Namespace)
     return AgentRun(node.name, port, process, log.name)
 
 
+def get_status(port: int) -> str:
+    """The agent's /status body, for the evidence of a false healthy."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2.0)
+    try:
+        connection.request("GET", "/status")
+        return connection.getresponse().read().decode("utf-8", errors="replace")
+    except OSError as exc:
+        return f"/status failed: {exc}"
+    finally:
+        connection.close()
+
+
 def get_health(port: int, timeout: float) -> int:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
@@ -139,7 +152,9 @@ def get_health(port: int, timeout: float) -> int:
         connection.close()
 
 
-def prober(agent: AgentRun, every: float, timeout: float, stop: threading.Event) -> None:
+def prober(
+    agent: AgentRun, node: TestbedNode, every: float, timeout: float, stop: threading.Event
+) -> None:
     while not stop.is_set():
         sent = time.monotonic()
         status = get_health(agent.port, timeout)
@@ -155,7 +170,14 @@ def prober(agent: AgentRun, every: float, timeout: float, stop: threading.Event)
             agent.in_windows += judged
             if status == 200:
                 if judged:
-                    agent.false_healthy.append(Probe(sent, answered, status, inside[0]))
+                    first = all(p.window is not inside[0] for p in agent.false_healthy)
+                    probe = Probe(sent, answered, status, inside[0])
+                    agent.false_healthy.append(probe)
+                    if first:  # what the agent based its 200 on, and whether mariadbd lived
+                        probe.evidence = (
+                            f"mariadbd running={node.is_running()} frozen={node.frozen}; "
+                            f"/status: {get_status(agent.port)}"
+                        )
                 if any(
                     sent >= w.start and (w.end is None or answered <= w.end)
                     for w in agent.recovering
@@ -303,7 +325,15 @@ def main() -> int:
     parser.add_argument(
         "--output", default=str(ROOT / "docs" / "soak.md"), help="markdown report ('' for none)"
     )
+    parser.add_argument(
+        "--kinds",
+        default=",".join(KINDS),
+        help="comma-separated faults to draw from; repeat one to weight it (default: each once)",
+    )
     args = parser.parse_args()
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    if not kinds or any(k not in KINDS for k in kinds):
+        parser.error(f"--kinds takes names from {', '.join(KINDS)}")
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
     rng = random.Random(seed)
     allowance = args.interval + max(args.connect_timeout, args.read_timeout) + 0.5
@@ -337,7 +367,9 @@ def main() -> int:
         for agent in agents:
             threads.append(
                 threading.Thread(
-                    target=prober, args=(agent, args.probe_every, 2.0, stop), daemon=True
+                    target=prober,
+                    args=(agent, bed.node(agent.name), args.probe_every, 2.0, stop),
+                    daemon=True,
                 )
             )
         threads.append(
@@ -351,7 +383,7 @@ def main() -> int:
         end = soak_started + args.minutes * 60
         print(f"agents up; soaking {args.minutes:g} min", flush=True)
         while time.monotonic() < end:
-            kind = rng.choice(KINDS)
+            kind = rng.choice(kinds)
             agent = rng.choice(agents)
             node = bed.node(agent.name)
             hold = hold_seconds(kind, rng)
@@ -421,12 +453,14 @@ def main() -> int:
         print(f"written to {args.output}")
     for agent in agents:
         for probe in agent.false_healthy:
-            window = probe.window
-            if window is not None:
+            fell_in = probe.window
+            if fell_in is not None:
                 print(
-                    f"false healthy on {agent.name}: {window.kind} window, probe sent "
-                    f"{probe.sent - window.start:.2f} s after the window opened"
+                    f"false healthy on {agent.name}: {fell_in.kind} window, probe sent "
+                    f"{probe.sent - fell_in.start:.2f} s after the window opened"
                 )
+                if probe.evidence:
+                    print(f"  evidence: {probe.evidence}")
         if agent.false_healthy:
             print(f"kept {agent.name}'s agent log for the false healthy: {agent.log_path}")
             continue
