@@ -174,10 +174,12 @@ def start_agent(
     return server
 
 
-def start_bare(cpu: int | None = SERVER_CPU) -> Server:
+def start_bare(cpu: int | None = SERVER_CPU, flask: bool = False) -> Server:
+    """bench/bare_app.py: the bare WSGI floor, or with `flask` the same bytes from a plain route."""
     port = free_ports(1)[0]
     command = [PYTHON, os.path.join(BENCH, "bare_app.py"), "--port", str(port)]
-    server = Server("bare", command, port, cpu)
+    command += ["--flask"] if flask else []
+    server = Server("flask" if flask else "bare", command, port, cpu)
     try:
         server.wait_status("/health", (200,), timeout=20)
     except BaseException:

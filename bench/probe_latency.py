@@ -4,10 +4,12 @@ Why: the agent's promise is that an HTTP answer never waits on MySQL, so /health
 with the node frozen (SIGSTOP) or blackholed as with the node healthy, and close to what waitress
 itself costs. Each figure is measured beside a bare WSGI hello-world (bench/bare_app.py, same
 SERVER_SETTINGS) and the naive per-request checker (bench/naive_checker.py) in the same run, so
-the ratios hold on a noisy shared machine. Servers are pinned to CPU 0, wrk to CPU 1.
+the ratios hold on a noisy shared machine. Healthy also runs the same bytes from a plain Flask
+route (bare_app.py --flask) and the agent without its fast path (patched_agent.py --patch
+flask_only): what the fast path buys, in the same run. Servers are pinned to CPU 0, wrk to CPU 1.
 
 Needs root (a 3-node test bed) and Debian wrk (apt-get install -y wrk).
-Usage: python bench/probe_latency.py [--seconds 5] [--concurrency 1,16,64] [--no-naive]
+Usage: python bench/probe_latency.py [--seconds 5] [--concurrency 1,16,64] [--no-naive] [--no-flask]
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -64,7 +67,7 @@ def run_state(
 
 def show(state: str, name: str, r: WrkResult) -> None:
     print(
-        f"  {state:10} {name:6} c={r.connections:<3} {r.rps:8.0f} req/s  p50 {fmt(r.p50_ms)} ms"
+        f"  {state:10} {name:11} c={r.connections:<3} {r.rps:8.0f} req/s  p50 {fmt(r.p50_ms)} ms"
         f"  p99 {fmt(r.p99_ms)} ms  max {fmt(r.max_ms)} ms  non-2xx {r.non_2xx}"
         f"  timeouts {r.timeouts}  errors {r.errors}",
         flush=True,
@@ -78,6 +81,11 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="wrk duration per run (5)")
     parser.add_argument("--concurrency", default="1,16,64", help="wrk connections (1,16,64)")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive checker")
+    parser.add_argument(
+        "--no-flask",
+        action="store_true",
+        help="skip the plain Flask route and the agent without its fast path (healthy only)",
+    )
     parser.add_argument("--json", help="also write the raw figures to this file")
     args = parser.parse_args()
     levels = [int(x) for x in args.concurrency.split(",")]
@@ -96,11 +104,22 @@ def main() -> int:
         agent = _common.start_agent([f"n1={n1.address()}"], bed.password_file)
         started.append(agent)
         naive_target = None if args.no_naive else (n1.host, n1.port)
+        references: dict[str, Server] = {}
+        if not args.no_flask:
+            references["flask"] = _common.start_bare(flask=True)
+            started.append(references["flask"])
+            references["agent_flask"] = _common.start_agent(
+                [f"n1={n1.address()}"],
+                bed.password_file,
+                name="agent_flask",
+                module=(os.path.join(_common.BENCH, "patched_agent.py"), "--patch", "flask_only"),
+            )
+            started.append(references["agent_flask"])
 
         print("healthy:", flush=True)
         all_results["healthy"] = run_state(
             "healthy",
-            {"bare": bare, "agent": agent},
+            {"bare": bare, **references, "agent": agent},
             naive_target,
             bed.password_file,
             levels,
@@ -164,7 +183,7 @@ def report(results: dict[str, dict[tuple[str, int], WrkResult]], levels: list[in
     rows = []
     for state, res in results.items():
         for c in levels:
-            for name in ("bare", "agent", "naive"):
+            for name in ("bare", "flask", "agent_flask", "agent", "naive"):
                 r = res.get((name, c))
                 if r is None:
                     continue
@@ -202,6 +221,20 @@ def report(results: dict[str, dict[tuple[str, int], WrkResult]], levels: list[in
                     fmt(agent.p99_ms / base.p99_ms),
                 ]
             )
+    if ("flask", levels[0]) in healthy:
+        reference_rows = [
+            [name, str(c), fmt(healthy[(name, c)].p99_ms / healthy[("bare", c)].p99_ms),
+             fmt(healthy[(name, c)].rps / healthy[("bare", c)].rps)]
+            for name in ("flask", "agent_flask", "agent")
+            for c in levels
+        ]  # fmt: skip
+        print()
+        print(
+            _common.table(
+                ["healthy, same run", "conc", "p99 / bare p99", "req/s / bare req/s"],
+                reference_rows,
+            )
+        )
     print()
     print(
         _common.table(

@@ -7,7 +7,7 @@ in) beside the unchanged agent, interleaved, so the gain is a ratio from the sam
 
 Needs root (a test bed) and py-spy (pip install '.[bench]'), Debian wrk.
 Usage: python bench/profile_health.py [--seconds 10] [--connections 16]
-           [--variant fast_probes,threads2]
+           [--variant flask_only,threads2]
 """
 
 from __future__ import annotations
