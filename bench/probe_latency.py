@@ -6,10 +6,14 @@ itself costs. Each figure is measured beside a bare WSGI hello-world (bench/bare
 SERVER_SETTINGS) and the naive per-request checker (bench/naive_checker.py) in the same run, so
 the ratios hold on a noisy shared machine. Healthy also runs the same bytes from a plain Flask
 route (bare_app.py --flask) and the agent without its fast path (patched_agent.py --patch
-flask_only): what the fast path buys, in the same run. Servers are pinned to CPU 0, wrk to CPU 1.
+flask_only): what the fast path buys, in the same run. While n1 is frozen, agents watching a
+healthy node, the frozen node and a blackhole are also measured interleaved over --rounds short
+runs: the sequential cells cannot resolve the 10 % goal on a shared machine. Servers are pinned
+to CPU 0, wrk to CPU 1.
 
 Needs root (a 3-node test bed) and Debian wrk (apt-get install -y wrk).
-Usage: python bench/probe_latency.py [--seconds 5] [--concurrency 1,16,64] [--no-naive] [--no-flask]
+Usage: python bench/probe_latency.py [--seconds 5] [--concurrency 1,16,64] [--no-naive]
+           [--no-flask] [--rounds 8] [--round-seconds 3] [--round-concurrency 16]
 """
 
 from __future__ import annotations
@@ -18,8 +22,8 @@ import argparse
 import contextlib
 import json
 import os
+import statistics
 import sys
-import time
 from collections.abc import Iterator
 
 import _common
@@ -65,6 +69,57 @@ def run_state(
     return results
 
 
+def interleaved(
+    servers: dict[str, Server], connections: int, seconds: float, count: int
+) -> dict[str, list[WrkResult]]:
+    """Short wrk runs against agents that differ only in the state of the node they watch,
+    alternated (A B C, C B A, ...) so that the machine's drift hits every state alike: the
+    sequential 5 s cells of one state after another cannot resolve 10 % on a shared machine."""
+    results: dict[str, list[WrkResult]] = {name: [] for name in servers}
+    order = list(servers)
+    for number in range(count):
+        for name in order if number % 2 == 0 else reversed(order):
+            result = _common.wrk(servers[name].url(), connections, seconds)
+            results[name].append(result)
+            show(f"round {number + 1}", name, result)
+    return results
+
+
+def report_interleaved(rounds: dict[str, list[WrkResult]]) -> None:
+    """Per state: medians over the rounds, and the median of the per-round ratios to healthy."""
+    healthy = rounds["healthy"]
+    rows = []
+    for name, results in rounds.items():
+        rps_ratios = [r.rps / h.rps for r, h in zip(results, healthy, strict=True)]
+        p99_ratios = [r.p99_ms / h.p99_ms for r, h in zip(results, healthy, strict=True)]
+        rows.append(
+            [
+                name,
+                str(len(results)),
+                f"{statistics.median(r.rps for r in results):.0f}",
+                fmt(statistics.median(r.p99_ms for r in results)),
+                fmt(statistics.median(rps_ratios)),
+                fmt(statistics.median(p99_ratios)),
+                str(sum(r.timeouts + r.errors for r in results)),
+            ]
+        )
+    print()
+    print(
+        _common.table(
+            [
+                "node (interleaved)",
+                "rounds",
+                "median req/s",
+                "median p99 ms",
+                "req/s vs healthy, median of rounds (goal >=0.9)",
+                "p99 vs healthy, median of rounds (goal <=1.1)",
+                "t/o+err",
+            ],
+            rows,
+        )
+    )
+
+
 def show(state: str, name: str, r: WrkResult) -> None:
     print(
         f"  {state:10} {name:11} c={r.connections:<3} {r.rps:8.0f} req/s  p50 {fmt(r.p50_ms)} ms"
@@ -86,6 +141,14 @@ def main() -> int:
         action="store_true",
         help="skip the plain Flask route and the agent without its fast path (healthy only)",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=8,
+        help="interleaved healthy/frozen/blackholed rounds for the 10%% goal (8; 0 skips)",
+    )
+    parser.add_argument("--round-seconds", type=float, default=3.0, help="wrk per round (3)")
+    parser.add_argument("--round-concurrency", type=int, default=16, help="wrk connections (16)")
     parser.add_argument("--json", help="also write the raw figures to this file")
     args = parser.parse_args()
     levels = [int(x) for x in args.concurrency.split(",")]
@@ -96,6 +159,7 @@ def main() -> int:
     started: list[Server] = []
     blackhole: Blackhole | None = None
     all_results: dict[str, dict[tuple[str, int], WrkResult]] = {}
+    rounds: dict[str, list[WrkResult]] = {}
     try:
         bed.start()
         n1 = bed.node("n1")
@@ -126,6 +190,19 @@ def main() -> int:
             args.seconds,
         )
 
+        blackhole = Blackhole()
+        agent_bh = _common.start_agent(
+            [f"n1=127.0.0.1:{blackhole.port}"],
+            bed.password_file,
+            name="agent-bh",
+            wait_healthy=False,
+        )
+        started.append(agent_bh)
+        agent_n2 = _common.start_agent(
+            [f"n2={bed.node('n2').address()}"], bed.password_file, name="agent_n2"
+        )
+        started.append(agent_n2)
+
         print("frozen (n1 SIGSTOPped):", flush=True)
         with frozen(n1):
             waited = agent.wait_status("/health", (503,), timeout=30)
@@ -138,18 +215,19 @@ def main() -> int:
                 levels,
                 args.seconds,
             )
+            agent_bh.wait_status("/health", (503,), timeout=30)
+            if args.rounds:
+                print(
+                    f"interleaved: {args.rounds} rounds of {args.round_seconds:g} s at "
+                    f"c={args.round_concurrency}, agent on healthy n2 / frozen n1 / blackhole:",
+                    flush=True,
+                )
+                same_time = {"healthy": agent_n2, "frozen": agent, "blackholed": agent_bh}
+                rounds = interleaved(
+                    same_time, args.round_concurrency, args.round_seconds, args.rounds
+                )
 
         print("blackholed (agent pointed at a Blackhole):", flush=True)
-        blackhole = Blackhole()
-        agent_bh = _common.start_agent(
-            [f"n1=127.0.0.1:{blackhole.port}"],
-            bed.password_file,
-            name="agent-bh",
-            wait_healthy=False,
-        )
-        started.append(agent_bh)
-        agent_bh.wait_status("/health", (503,), timeout=30)
-        time.sleep(3)  # past the first connect timeout: the poller is in its fault loop
         all_results["blackholed"] = run_state(
             "blackholed",
             {"bare": bare, "agent": agent_bh},
@@ -166,6 +244,8 @@ def main() -> int:
         bed.stop()
 
     report(all_results, levels)
+    if rounds:
+        report_interleaved(rounds)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(
