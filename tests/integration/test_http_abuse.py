@@ -281,7 +281,13 @@ def test_probes_answered_fast_with_500_idle_connections_and_slowloris(
         idle: list[socket.socket] = []
         slowloris = Slowloris(agent.port, SLOWLORIS_CONNECTIONS, SLOWLORIS_EVERY, limit=60)
         try:
-            baseline = open_fds(agent.pid)
+            # The agent opens and closes a descriptor now and then (a reconnect, a maintenance
+            # file look-up): take the quietest of a few samples, and leave slack for one or two.
+            samples = []
+            for _ in range(5):
+                samples.append(open_fds(agent.pid))
+                time.sleep(0.05)
+            baseline = min(samples)
             burst = time.monotonic()
             for _ in range(IDLE_CONNECTIONS):
                 idle.append(socket.create_connection(("127.0.0.1", agent.port), timeout=5))
@@ -289,9 +295,9 @@ def test_probes_answered_fast_with_500_idle_connections_and_slowloris(
             # Measure the steady state: every connection accepted by the agent, not still in
             # the listen backlog (a probe queued behind a burst of 500 connects waits for
             # them to be accepted first: 0.2-0.4 s here).
-            wanted = baseline + IDLE_CONNECTIONS + SLOWLORIS_CONNECTIONS
+            wanted = baseline + IDLE_CONNECTIONS + SLOWLORIS_CONNECTIONS - 2
             while open_fds(agent.pid) < wanted:
-                assert time.monotonic() - burst < 10, (open_fds(agent.pid), wanted)
+                assert time.monotonic() - burst < 30, (open_fds(agent.pid), wanted)
                 time.sleep(0.05)
             opened = time.monotonic()
             print(
