@@ -174,6 +174,7 @@ def describe(settings: Settings) -> dict[str, Any]:
         "nodes": {n.name: n.display() for n in settings.nodes},
         "interval_seconds": settings.interval,
         "max_age_seconds": settings.max_age,
+        "healthy_max_age_seconds": settings.healthy_max_age,
         "timeouts_seconds": {
             "connect": settings.timeouts.connect,
             "read": settings.timeouts.read,
@@ -249,7 +250,11 @@ def serve(settings: Settings, reload_settings: Callable[[], Settings] | None = N
         status_token = read_token(settings.status_token_file)
     except OSError as exc:
         return fail(f"cannot read status_token_file: {exc.strerror}")
-    store = VerdictStore([n.name for n in settings.nodes], settings.max_age)
+    store = VerdictStore(
+        [n.name for n in settings.nodes],
+        settings.max_age,
+        healthy_max_age=settings.healthy_max_age,
+    )
     poller = Poller(settings, store, reload_settings=reload_settings)
 
     def app_for(surface: str) -> Any:

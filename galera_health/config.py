@@ -37,6 +37,10 @@ class ConfigError(Exception):
     """A user-caused configuration problem; its text is shown as is (no traceback)."""
 
 
+# Scheduling slack on top of interval + timeout for a healthy verdict (see Settings.healthy_max_age)
+HEALTHY_GRACE = 0.5
+
+
 @dataclass(frozen=True)
 class NodeAddress:
     """Where one Galera node's MySQL protocol is reached: TCP host:port or a Unix socket."""
@@ -140,6 +144,15 @@ class Settings:
         if self.max_age_setting is not None:
             return self.max_age_setting
         return 3 * self.interval + self.timeouts.connect + self.timeouts.read
+
+    @property
+    def healthy_max_age(self) -> float:
+        """How long a healthy verdict vouches for the node: until the next poll must have
+        answered (interval + the longer timeout + HEALTHY_GRACE), at most max_age. Past it the
+        poller is late (starved or stuck) and a fault could hide longer than the promised
+        detection bound, so the node answers 503 stale instead of an old 200."""
+        bound = self.interval + max(self.timeouts.connect, self.timeouts.read) + HEALTHY_GRACE
+        return min(self.max_age, bound)
 
     def node(self, name: str) -> NodeAddress | None:
         return next((n for n in self.nodes if n.name == name), None)

@@ -283,6 +283,7 @@ class Poller:
         self.settings = new
         self._config_mtime = self._mtime(new.config_path)
         self.store.max_age = new.max_age
+        self.store.healthy_max_age = new.healthy_max_age
         wanted = {address.name: address for address in new.nodes}
         for name in [n for n in self.nodes if n not in wanted]:
             node = self.nodes.pop(name)

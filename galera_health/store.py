@@ -47,9 +47,12 @@ class VerdictStore:
         max_age: float,
         history: int = 50,
         clock: Callable[[], float] = time.monotonic,
+        healthy_max_age: float | None = None,
     ) -> None:
         self.nodes: tuple[str, ...] = tuple(nodes)
         self.max_age = max_age
+        # a healthy verdict expires sooner: it must not outlive the detection bound
+        self.healthy_max_age = max_age if healthy_max_age is None else healthy_max_age
         self._clock = clock
         self._latest: dict[str, Verdict] = {}
         self._history_size = history
@@ -180,9 +183,11 @@ class VerdictStore:
         if verdict is None:
             return NodeView(node, False, "starting", "starting (no verdict yet)", None, None)
         age = (self._clock() if now is None else now) - verdict.checked_mono
-        if age > self.max_age:
+        limit = self.healthy_max_age if verdict.healthy else self.max_age
+        if age > limit:
+            kind = "healthy_max_age" if verdict.healthy else "max_age"
             reason = (
-                f"stale (last verdict {age:.1f} s old, max_age {self.max_age:g} s; "
+                f"stale (last verdict {age:.1f} s old, {kind} {limit:g} s; "
                 f"it said {verdict.reason})"
             )
             return NodeView(node, False, "stale", reason, age, verdict)

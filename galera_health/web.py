@@ -153,6 +153,7 @@ def policy_document(store: VerdictStore, policy: Policy, view: NodeView) -> dict
     return {
         **asdict(policy),
         "max_age_seconds": store.max_age,
+        "healthy_max_age_seconds": store.healthy_max_age,
         "healthy_states": healthy_states(policy),
         "hold_down_seconds": policy.hold_down if policy.hold_down is not None else applied,
         "hold_down_source": "config" if policy.hold_down is not None else "evs.suspect_timeout",
@@ -329,6 +330,7 @@ def create_app(
                 "started_at": started_wall,
                 "uptime_seconds": round(time.monotonic() - started_mono, 3),
                 "max_age_seconds": store.max_age,
+                "healthy_max_age_seconds": store.healthy_max_age,
                 "healthy": all(v.healthy for v in views),
                 "draining": store.draining,
                 "nodes": {v.node: node_document(store, v, current_policy()) for v in views},

@@ -74,7 +74,7 @@ def hung_agent() -> Iterator[tuple[int, Poller, threading.Event]]:
         credentials=Credentials(user="health"),
         interval=0.2,
         timeouts=Timeouts(connect=1, read=1, write=1, statement=0.5),
-        max_age_setting=1.5,
+        max_age_setting=5.0,  # a healthy verdict expires sooner: healthy_max_age 1.7 s
         stuck_after=3.0,
     )
 
@@ -83,7 +83,8 @@ def hung_agent() -> Iterator[tuple[int, Poller, threading.Event]]:
             *args, **kwargs, connector=lambda **_: HangingConnection(release, good_polls=3)
         )
 
-    store = VerdictStore(["n1"], settings.max_age)
+    assert settings.healthy_max_age == pytest.approx(0.2 + 1 + 0.5)
+    store = VerdictStore(["n1"], settings.max_age, healthy_max_age=settings.healthy_max_age)
     poller = Poller(settings, store, probe_factory=factory)
     server = create_server(
         create_app(store, poller.liveness), listen="127.0.0.1:0", **SERVER_SETTINGS
@@ -109,15 +110,17 @@ def test_hung_poll_turns_stale_and_livez_stays_truthful(
         assert time.monotonic() < deadline, "never healthy"
         time.sleep(0.05)
     healthy_until = time.monotonic()
-    # The 4th poll hangs forever. Within max_age (+ one interval of slack) the verdict is stale.
+    # The 4th poll hangs forever. The last 200 vouches for healthy_max_age (1.7 s), not for
+    # max_age (5 s): the hang must turn into a 503 well before max_age.
     while True:
         status, body, seconds = get(port, "/health")
         assert seconds < 1.0
         if status == 503:
             break
-        assert time.monotonic() - healthy_until < 1.5 + 0.2 + 1.0, "never went stale"
+        assert time.monotonic() - healthy_until < 1.7 + 0.2 + 1.0, "never went stale"
         time.sleep(0.05)
     assert body.startswith("n1: stale (last verdict"), body
+    assert "healthy_max_age 1.7 s" in body, body
     assert "it said synced" in body
     # The agent itself is alive and says so until the poll has hung past stuck_after ...
     status, body, _ = get(port, "/livez")

@@ -98,6 +98,8 @@ b = "/run/mysqld/mysqld.sock"
     assert settings.credentials.password() == "s3cret-pw"
     # default max_age: three intervals plus one poll's worst case
     assert settings.max_age == 3 * 0.5 + 2 + 3
+    # a healthy verdict vouches only until the next poll must have answered, plus 0.5 s
+    assert settings.healthy_max_age == 0.5 + 3 + 0.5
 
 
 def test_env_nodes_and_password(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -61,7 +61,29 @@ def test_stale_verdict_fails_closed(client: FlaskClient, store: VerdictStore, cl
     response = client.get("/health/n1")
     assert response.status_code == 503
     assert response.text.startswith(
-        "n1: stale (last verdict 5.0 s old, max_age 5 s; it said synced)"
+        "n1: stale (last verdict 5.0 s old, healthy_max_age 5 s; it said synced)"
+    )
+
+
+def test_healthy_verdict_expires_sooner_than_an_unhealthy_one(clock: Clock) -> None:
+    """A late poller must not stretch a 200 past the detection bound (healthy_max_age), while a
+    503 verdict keeps its own reason until max_age (it cannot become a wrong 200 anyway)."""
+    store = VerdictStore(["n1", "n2"], max_age=7.0, clock=clock, healthy_max_age=3.5)
+    client = create_app(store, lambda: (True, "ok")).test_client()
+    put(store, "n1", Snapshot(SYNCED), clock.now)
+    put(store, "n2", Snapshot(dict(SYNCED, wsrep_cluster_status="non-Primary")), clock.now)
+    clock.now += 3.4
+    assert client.get("/health/n1").status_code == 200
+    clock.now += 0.2
+    response = client.get("/health/n1")
+    assert response.status_code == 503
+    assert response.text == (
+        "n1: stale (last verdict 3.6 s old, healthy_max_age 3.5 s; it said synced)\n"
+    )
+    assert client.get("/health/n2").text.startswith("n2: non_primary")
+    clock.now += 3.5
+    assert client.get("/health/n2").text.startswith(
+        "n2: stale (last verdict 7.1 s old, max_age 7 s"
     )
 
 
