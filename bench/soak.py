@@ -9,12 +9,17 @@ time: freeze/thaw (SIGSTOP/SIGCONT), split (gmcast.isolate on/off), kill -9 + re
 stop + restart, desync on/off. After each fault it waits until the node is Synced and the
 cluster whole (wsrep_cluster_size=3 everywhere) before the next.
 
-False healthy: a 200 from the faulted node's agent while the schedule knows the node is
-unusable: from injection + allowance (interval + timeout + 0.5 s; for a split also Galera's
-evs.inactive_timeout, the time the node itself needs to notice) until the fault is reversed,
-and, after a freeze longer than evs.inactive_timeout, the first 3 s after the thaw (the node
-still claims Synced/Primary then, though it was evicted). 200s after the reversal and before
-the node is seen Synced in a whole cluster are counted apart (they can be legitimate).
+False healthy: a 200 from the faulted node's agent that the node's real state contradicts.
+- Inside the fault: from the moment the fault is in effect + allowance (interval + timeout +
+  0.5 s; for a split also Galera's evs.inactive_timeout, the time the node itself needs to
+  notice) until the fault is reversed. "In effect": before the call for freeze, split and desync;
+  when the call returns for kill -9 and stop (they wait until mariadbd has exited).
+- After the reversal, until the script sees the cluster whole again: a 200 answered at t is false
+  if another node, asked after t, still did not count the faulted node in its primary component
+  (wsrep_cluster_size < 3). A membership watcher asks every node every 0.1 s over its own
+  connection (user soak_oracle, not the agents' user). This catches a thawed node that still
+  claims Primary/Synced although the others evicted it, without a fixed guess of how long that
+  lasts; a 200 after the node has really rejoined is legitimate however early it comes.
 
 Leaks: every few seconds, PROCESSLIST rows of the monitor user on each node (at most 1: each
 agent watches its own node) and each agent's RSS, threads and open fds from /proc.
@@ -28,11 +33,14 @@ Usage: python bench/soak.py [--minutes 30] [--seed N] [--output docs/soak.md]
 from __future__ import annotations
 
 import argparse
+import bisect
 import contextlib
 import http.client
+import math
 import os
 import platform
 import random
+import secrets
 import signal
 import statistics
 import subprocess
@@ -45,6 +53,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
+from typing import Any
+
+import mysql.connector
 
 try:
     from galera_health.testbed import GaleraTestbed, TestbedError, TestbedNode, free_ports
@@ -57,7 +68,8 @@ import _common
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = ("freeze", "split", "kill9", "stop", "desync")
 INACTIVE_TIMEOUT = 6.0  # evs.inactive_timeout of the test bed (PT6S)
-PHANTOM_AFTER_THAW = 3.0  # a thawed node claims Synced/Primary this long (DESIGN.md: 1.5-3 s)
+ORACLE_USER = "soak_oracle"  # the membership watcher's own account, not counted as the agent's
+WATCH_EVERY = 0.1  # seconds between the membership watcher's questions to each node
 
 
 @dataclass
@@ -67,6 +79,18 @@ class Window:
     kind: str
     start: float
     end: float | None = None
+
+
+@dataclass
+class Membership:
+    """One answer of the membership watcher: `observer` counted `size` members at some moment
+    between `sent` and `answered`."""
+
+    observer: str
+    sent: float
+    answered: float
+    size: int
+    primary: bool
 
 
 @dataclass
@@ -98,7 +122,8 @@ class AgentRun:
     probes: int = 0
     in_windows: int = 0  # probes judged: sent and answered inside an unusable window
     false_healthy: list[Probe] = field(default_factory=list)
-    recovery_200: int = 0
+    recovery_200s: list[Probe] = field(default_factory=list)  # judged by membership at the end
+    recovery_200: int = 0  # of those, the ones the membership watcher confirms
     slowest: float = 0.0
     samples: list[Sample] = field(default_factory=list)
     max_connections: int = 0
@@ -178,11 +203,20 @@ def prober(
                             f"mariadbd running={node.is_running()} frozen={node.frozen}; "
                             f"/status: {get_status(agent.port)}"
                         )
-                if any(
-                    sent >= w.start and (w.end is None or answered <= w.end)
-                    for w in agent.recovering
-                ):
-                    agent.recovery_200 += 1
+                recovery = next(
+                    (
+                        w
+                        for w in agent.recovering
+                        if sent >= w.start and (w.end is None or answered <= w.end)
+                    ),
+                    None,
+                )
+                if recovery is not None:
+                    first = all(p.window is not recovery for p in agent.recovery_200s)
+                    probe = Probe(sent, answered, status, recovery)
+                    agent.recovery_200s.append(probe)
+                    if first:  # judged at the end; keep what the agent said, in case
+                        probe.evidence = f"/status: {get_status(agent.port)}"
         stop.wait(max(0.0, every - (time.monotonic() - sent)))
 
 
@@ -221,6 +255,93 @@ def sampler(
             if count is not None:
                 with agent.lock:
                     agent.max_connections = max(agent.max_connections, count)
+
+
+def create_oracle_user(bed: GaleraTestbed) -> str:
+    """The membership watcher's account (USAGE is enough for SHOW STATUS); its own user so the
+    leak sampler still counts only the agents' connections."""
+    password = secrets.token_urlsafe(18)
+    statements = " ".join(
+        f"CREATE USER IF NOT EXISTS '{ORACLE_USER}'@'{host}' IDENTIFIED BY '{password}';"
+        for host in ("127.0.0.1", "localhost")
+    )
+    bed.nodes[0].sql(statements)
+    deadline = time.monotonic() + 30
+    for node in bed.nodes:  # DDL replicates in total order; wait until each node has it
+        while node.sql(f"SELECT COUNT(*) FROM mysql.global_priv WHERE User='{ORACLE_USER}'") != [
+            ["2"]
+        ]:
+            if time.monotonic() > deadline:
+                raise TestbedError(f"{node.name}: {ORACLE_USER} not replicated within 30 s")
+            time.sleep(0.2)
+    return password
+
+
+def watch_membership(
+    node: TestbedNode,
+    password: str,
+    out: list[Membership],
+    lock: threading.Lock,
+    stop: threading.Event,
+) -> None:
+    """Ask `node` every WATCH_EVERY s how many members its component has, over one connection
+    with 2 s deadlines (a frozen or dead node only costs this thread its answers)."""
+    connection: Any = None
+    cursor: Any = None
+    while not stop.is_set():
+        sent = time.monotonic()
+        try:
+            if connection is None:
+                connection = mysql.connector.connect(
+                    host=node.host,
+                    port=node.port,
+                    user=ORACLE_USER,
+                    password=password,
+                    connection_timeout=2,
+                    read_timeout=2,
+                    write_timeout=2,
+                    use_pure=True,
+                )
+                cursor = connection.cursor()
+            cursor.execute(
+                "SHOW GLOBAL STATUS WHERE Variable_name IN "
+                "('wsrep_cluster_size', 'wsrep_cluster_status')"
+            )
+            values = {str(k).lower(): str(v) for k, v in cursor.fetchall()}
+            answered = time.monotonic()
+            seen = Membership(
+                node.name,
+                sent,
+                answered,
+                int(values["wsrep_cluster_size"]),
+                values["wsrep_cluster_status"] == "Primary",
+            )
+            with lock:
+                out.append(seen)
+        except (mysql.connector.Error, OSError, KeyError, ValueError):
+            if connection is not None:
+                with contextlib.suppress(Exception):
+                    connection.shutdown()
+            connection = cursor = None
+        stop.wait(max(0.0, WATCH_EVERY - (time.monotonic() - sent)))
+
+
+def judge_recovery(agent: AgentRun, members: int, memberships: list[Membership]) -> None:
+    """A 200 answered after the reversal is false if another Primary node, asked after it was
+    answered (and before the cluster was seen whole), still counted fewer than all members: the
+    faulted node was out of the cluster then, so it was out when the agent's poll read its
+    state too (recovery only goes from out to in). A 200 after the node has really rejoined is
+    a legitimate recovery 200, however early it comes."""
+    out_times = sorted(
+        m.sent for m in memberships if m.observer != agent.name and m.primary and m.size < members
+    )
+    for probe in agent.recovery_200s:
+        window_end = probe.window.end if probe.window and probe.window.end else math.inf
+        later = bisect.bisect_right(out_times, probe.answered)
+        if later < len(out_times) and out_times[later] <= window_end:
+            agent.false_healthy.append(probe)
+        else:
+            agent.recovery_200 += 1
 
 
 def whole(bed: GaleraTestbed) -> bool:
@@ -346,6 +467,8 @@ def main() -> int:
     agents: list[AgentRun] = []
     stop = threading.Event()
     threads: list[threading.Thread] = []
+    memberships: list[Membership] = []
+    membership_lock = threading.Lock()
     faults: Counter[str] = Counter()
     recovery_seconds: dict[str, list[float]] = {k: [] for k in KINDS}
     started_wall = datetime.now(timezone.utc)
@@ -377,6 +500,15 @@ def main() -> int:
                 target=sampler, args=(bed, agents, args.sample_every, stop), daemon=True
             )
         )
+        oracle_password = create_oracle_user(bed)
+        for node in bed.nodes:
+            threads.append(
+                threading.Thread(
+                    target=watch_membership,
+                    args=(node, oracle_password, memberships, membership_lock, stop),
+                    daemon=True,
+                )
+            )
         for thread in threads:
             thread.start()
         soak_started = time.monotonic()
@@ -389,19 +521,18 @@ def main() -> int:
             hold = hold_seconds(kind, rng)
             detect = allowance + (INACTIVE_TIMEOUT if kind == "split" else 0.0)
             at = time.monotonic()
-            window = Window(kind, at + detect)
+            window = Window(kind, float("inf"))  # opens once the fault is in effect
             with agent.lock:
                 agent.windows.append(window)
             inject(kind, node)
+            in_effect = time.monotonic() if kind in ("kill9", "stop") else at
+            with agent.lock:
+                window.start = in_effect + detect
             faults[kind] += 1
             time.sleep(max(0.0, at + hold - time.monotonic()))
             reversed_at = time.monotonic()
             with agent.lock:
                 window.end = reversed_at
-                if kind == "freeze":
-                    agent.windows.append(
-                        Window("thawed", reversed_at, reversed_at + PHANTOM_AFTER_THAW)
-                    )
             reverse(kind, node)
             recovery = Window(kind, reversed_at)
             with agent.lock:
@@ -444,6 +575,8 @@ def main() -> int:
                 if node.frozen:
                     node.thaw()
         bed.stop()
+    for agent in agents:
+        judge_recovery(agent, len(bed.nodes), memberships)
     report = render(
         args, seed, started_wall, commit, duration, faults, recovery_seconds, agents, alive, aborted
     )
@@ -514,7 +647,8 @@ def render(
         f"| probes inside unusable windows | {sum(a.in_windows for a in agents)} "
         "(each must not be a 200) |",
         f"| **false healthy** | **{false_total}** |",
-        f"| 200 while recovering (informational) | {sum(a.recovery_200 for a in agents)} |",
+        f"| 200 while recovering, node confirmed back by the other nodes | "
+        f"{sum(a.recovery_200 for a in agents)} |",
         f"| slowest probe | {max((a.slowest for a in agents), default=0) * 1000:.0f} ms |",
         f"| agents alive at the end | {', '.join(f'{k}: {v}' for k, v in alive.items())} |",
     ]
@@ -553,14 +687,16 @@ def render(
         "split (`gmcast.isolate=1`, 14-25 s, then `=0`), kill -9 then restart, clean stop then "
         "restart, `wsrep_desync=ON` then `OFF` (6-18 s). After each reversal the script waits "
         "until every node is Synced and `wsrep_cluster_size=3` on every node, then 2-6 s more.",
-        f"- False healthy: a 200 from the faulted node's agent sent at least {allowance:g} s "
-        "(interval + timeout + 0.5 s) after the injection, answered before the reversal; for a "
-        f"split {INACTIVE_TIMEOUT:g} s more (evs.inactive_timeout: the node reports Primary "
-        f"until it notices); and the first {PHANTOM_AFTER_THAW:g} s after a thaw (the evicted "
-        "node still claims Synced/Primary then).",
-        "- 200 while recovering: answered after the reversal and before the script saw the "
-        "cluster whole again; legitimate once the node is really back (the script looks every "
-        "0.25 s), listed to spot a trend, not counted as false healthy.",
+        f"- False healthy, inside the fault: a 200 from the faulted node's agent sent at least "
+        f"{allowance:g} s (interval + timeout + 0.5 s) after the fault was in effect (before "
+        "the call for freeze, split and desync; once mariadbd had exited for kill -9 and stop), "
+        f"answered before the reversal; for a split {INACTIVE_TIMEOUT:g} s more "
+        "(evs.inactive_timeout: the node reports Primary until it notices).",
+        "- False healthy, after the reversal: a 200 answered at t while another Primary node, "
+        f"asked after t, still counted fewer than 3 members (a watcher asks every node every "
+        f"{WATCH_EVERY:g} s as `{ORACLE_USER}`): the node was still out of the cluster, e.g. a "
+        "thawed node that still claims Synced/Primary. 200s after the node really rejoined are "
+        "counted as recovery 200s.",
         f"- Every {args.sample_every:g} s: `information_schema.PROCESSLIST` rows of the monitor "
         "user on each running node (each agent watches only its node, so at most 1 is correct) "
         "and each agent's VmRSS, Threads (`/proc/PID/status`) and open fds (`/proc/PID/fd`).",
