@@ -8,12 +8,14 @@ the ratios hold on a noisy shared machine. Healthy also runs the same bytes from
 route (bare_app.py --flask) and the agent without its fast path (patched_agent.py --patch
 flask_only): what the fast path buys, in the same run. While n1 is frozen, agents watching a
 healthy node, the frozen node and a blackhole are also measured interleaved over --rounds short
-runs: the sequential cells cannot resolve the 10 % goal on a shared machine. Servers are pinned
-to CPU 0, wrk to CPU 1.
+runs: the sequential cells cannot resolve the 10 % goal on a shared machine. Likewise bare,
+plain Flask and agent are interleaved over --floor-rounds per concurrency for the p99 goal.
+Servers are pinned to CPU 0, wrk to CPU 1.
 
 Needs root (a 3-node test bed) and Debian wrk (apt-get install -y wrk).
 Usage: python bench/probe_latency.py [--seconds 5] [--concurrency 1,16,64] [--no-naive]
-           [--no-flask] [--rounds 8] [--round-seconds 3] [--round-concurrency 16]
+           [--no-flask] [--rounds 8] [--floor-rounds 5] [--round-seconds 3]
+           [--round-concurrency 16]
 """
 
 from __future__ import annotations
@@ -85,13 +87,16 @@ def interleaved(
     return results
 
 
-def report_interleaved(rounds: dict[str, list[WrkResult]]) -> None:
-    """Per state: medians over the rounds, and the median of the per-round ratios to healthy."""
-    healthy = rounds["healthy"]
+def report_interleaved(
+    rounds: dict[str, list[WrkResult]], reference: str, title: str, goals: tuple[str, str]
+) -> None:
+    """Per server: medians over the rounds, and the median of the per-round ratios to
+    `reference` (each ratio from two runs a few seconds apart)."""
+    base = rounds[reference]
     rows = []
     for name, results in rounds.items():
-        rps_ratios = [r.rps / h.rps for r, h in zip(results, healthy, strict=True)]
-        p99_ratios = [r.p99_ms / h.p99_ms for r, h in zip(results, healthy, strict=True)]
+        rps_ratios = [r.rps / b.rps for r, b in zip(results, base, strict=True)]
+        p99_ratios = [r.p99_ms / b.p99_ms for r, b in zip(results, base, strict=True)]
         rows.append(
             [
                 name,
@@ -107,12 +112,12 @@ def report_interleaved(rounds: dict[str, list[WrkResult]]) -> None:
     print(
         _common.table(
             [
-                "node (interleaved)",
+                title,
                 "rounds",
                 "median req/s",
                 "median p99 ms",
-                "req/s vs healthy, median of rounds (goal >=0.9)",
-                "p99 vs healthy, median of rounds (goal <=1.1)",
+                f"req/s vs {reference}, median of rounds{goals[0]}",
+                f"p99 vs {reference}, median of rounds{goals[1]}",
                 "t/o+err",
             ],
             rows,
@@ -147,6 +152,12 @@ def main() -> int:
         default=8,
         help="interleaved healthy/frozen/blackholed rounds for the 10%% goal (8; 0 skips)",
     )
+    parser.add_argument(
+        "--floor-rounds",
+        type=int,
+        default=5,
+        help="interleaved bare/flask/agent rounds per concurrency, healthy (5; 0 skips)",
+    )
     parser.add_argument("--round-seconds", type=float, default=3.0, help="wrk per round (3)")
     parser.add_argument("--round-concurrency", type=int, default=16, help="wrk connections (16)")
     parser.add_argument("--json", help="also write the raw figures to this file")
@@ -160,6 +171,7 @@ def main() -> int:
     blackhole: Blackhole | None = None
     all_results: dict[str, dict[tuple[str, int], WrkResult]] = {}
     rounds: dict[str, list[WrkResult]] = {}
+    floor: dict[int, dict[str, list[WrkResult]]] = {}
     try:
         bed.start()
         n1 = bed.node("n1")
@@ -203,6 +215,18 @@ def main() -> int:
         )
         started.append(agent_n2)
 
+        if args.floor_rounds:
+            versus = {"bare": bare, **references, "agent": agent}
+            for connections in levels:
+                print(
+                    f"interleaved: {args.floor_rounds} rounds of {args.round_seconds:g} s at "
+                    f"c={connections}, {' / '.join(versus)} (healthy):",
+                    flush=True,
+                )
+                floor[connections] = interleaved(
+                    versus, connections, args.round_seconds, args.floor_rounds
+                )
+
         print("frozen (n1 SIGSTOPped):", flush=True)
         with frozen(n1):
             waited = agent.wait_status("/health", (503,), timeout=30)
@@ -244,8 +268,17 @@ def main() -> int:
         bed.stop()
 
     report(all_results, levels)
+    for connections, floor_rounds in floor.items():
+        report_interleaved(
+            floor_rounds,
+            "bare",
+            f"healthy c={connections} (interleaved)",
+            ("", " (goal <=2 for agent)"),
+        )
     if rounds:
-        report_interleaved(rounds)
+        report_interleaved(
+            rounds, "healthy", "node (interleaved)", (" (goal >=0.9)", " (goal <=1.1)")
+        )
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(
