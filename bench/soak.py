@@ -144,6 +144,7 @@ def start_agent(bed: GaleraTestbed, node: TestbedNode, args: argparse.Namespace)
         "--connect-timeout", str(args.connect_timeout),
         "--read-timeout", str(args.read_timeout),
         "--drain-seconds", "0",
+        *args.agent_arg,
     ]  # fmt: skip
     process = subprocess.Popen(
         command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -450,6 +451,13 @@ def main() -> int:
         "--kinds",
         default=",".join(KINDS),
         help="comma-separated faults to draw from; repeat one to weight it (default: each once)",
+    )
+    parser.add_argument(
+        "--agent-arg",
+        action="append",
+        default=[],
+        help="extra galera-health serve argument, repeatable (e.g. --agent-arg=--hold-down=0 "
+        "to check that the soak catches a thawed node's phantom 200s)",
     )
     args = parser.parse_args()
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
