@@ -596,9 +596,14 @@ def main() -> int:
         for probe in agent.false_healthy:
             fell_in = probe.window
             if fell_in is not None:
+                where = (
+                    "after the reversal, while the other nodes still counted it out"
+                    if fell_in in agent.recovering
+                    else "after the window opened"
+                )
                 print(
-                    f"false healthy on {agent.name}: {fell_in.kind} window, probe sent "
-                    f"{probe.sent - fell_in.start:.2f} s after the window opened"
+                    f"false healthy on {agent.name}: {fell_in.kind}, probe sent "
+                    f"{probe.sent - fell_in.start:.2f} s {where}"
                 )
                 if probe.evidence:
                     print(f"  evidence: {probe.evidence}")
