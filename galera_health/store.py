@@ -183,11 +183,15 @@ class VerdictStore:
         if verdict is None:
             return NodeView(node, False, "starting", "starting (no verdict yet)", None, None)
         age = (self._clock() if now is None else now) - verdict.checked_mono
-        limit = self.healthy_max_age if verdict.healthy else self.max_age
-        if age > limit:
-            kind = "healthy_max_age" if verdict.healthy else "max_age"
+        if verdict.healthy:
+            # A 200 is judged by the age of its facts, from the poll's start: a poller thread
+            # descheduled between reading and publishing cannot stretch it past the bound.
+            judged_age, limit, kind = age + verdict.poll_seconds, self.healthy_max_age, "healthy_"
+        else:
+            judged_age, limit, kind = age, self.max_age, ""
+        if judged_age > limit:
             reason = (
-                f"stale (last verdict {age:.1f} s old, {kind} {limit:g} s; "
+                f"stale (last verdict {judged_age:.1f} s old, {kind}max_age {limit:g} s; "
                 f"it said {verdict.reason})"
             )
             return NodeView(node, False, "stale", reason, age, verdict)

@@ -87,6 +87,21 @@ def test_healthy_verdict_expires_sooner_than_an_unhealthy_one(clock: Clock) -> N
     )
 
 
+def test_healthy_verdict_ages_from_the_start_of_its_poll(clock: Clock) -> None:
+    """A poll that read a synced node and published 1 s later (a descheduled poller thread)
+    vouches for 3.5 s from when it read, not from when it published."""
+    store = VerdictStore(["n1"], max_age=7.0, clock=clock, healthy_max_age=3.5)
+    client = create_app(store, lambda: (True, "ok")).test_client()
+    verdict = evaluate(Snapshot(SYNCED), Policy(), None, "n1", clock.now, 1e9 + clock.now, 1.0)
+    store.publish(verdict)
+    clock.now += 2.4
+    assert client.get("/health").status_code == 200
+    clock.now += 0.2
+    response = client.get("/health")
+    assert response.status_code == 503
+    assert response.text.startswith("n1: stale (last verdict 3.6 s old, healthy_max_age 3.5 s")
+
+
 def test_unknown_node_and_path_and_method(client: FlaskClient) -> None:
     response = client.get("/health/nope")
     assert response.status_code == 404 and "known: n1, n2" in response.text
