@@ -278,7 +278,7 @@ def serve(settings: Settings, reload_settings: Callable[[], Settings] | None = N
             continue
         try:
             if surface == "status" and settings.status_tls_cert is not None:
-                servers.append(tls_status_server(settings, app_for(surface)))
+                servers.append(TlsStatusServer(settings, app_for(surface)))
             else:
                 servers.append(
                     create_server(app_for(surface), listen=address.display(), **SERVER_SETTINGS)
@@ -375,10 +375,6 @@ class TlsStatusServer:
 
     def close(self) -> None:
         self.server.stop()
-
-
-def tls_status_server(settings: Settings, app: Any) -> TlsStatusServer:
-    return TlsStatusServer(settings, app)
 
 
 def raise_open_files_limit() -> None:

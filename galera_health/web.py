@@ -261,10 +261,10 @@ def create_app(
     fast_probes: bool = True,
 ) -> Flask:
     """The web layer, built from what it needs: tests fill a store by hand and call this.
-        `stats`: the poller's per-node counters for /metrics (none: only store-derived metrics).
-        `surface`: "all", or "probe" (only /health, /readyz, /livez: for a listener the LB reaches
-        when /status and /metrics are served on status_listen). `status_token`: a bearer token the
-        status routes require (compared in constant time). `fast_probes`: put ProbeFastPath in front
+    `stats`: the poller's per-node counters for /metrics (none: only store-derived metrics).
+    `surface`: "all", or "probe" (only /health, /readyz, /livez: for a listener the LB reaches
+    when /status and /metrics are served on status_listen). `status_token`: a bearer token the
+    status routes require (compared in constant time). `fast_probes`: put ProbeFastPath in front
     (off only to compare it with the plain Flask routes in tests and benchmarks)."""
     app = Flask("galera_health")
     app.response_class = NoStoreResponse  # jsonify, errors and the page get no-store too
