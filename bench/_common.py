@@ -43,14 +43,18 @@ def taskset(cpu: int) -> list[str]:
     return ["taskset", "-c", str(cpu)] if cpu < (os.cpu_count() or 1) else []
 
 
-def machine() -> dict[str, str]:
-    """What the figures were measured on."""
-    cpu = "unknown"
+def cpu_model() -> str:
+    """The CPU's model name as /proc/cpuinfo gives it ("unknown" if it does not)."""
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as handle:
         for line in handle:
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def machine() -> dict[str, str]:
+    """What the figures were measured on."""
+    cpu = cpu_model()
     commit = subprocess.run(
         ["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
         capture_output=True,

@@ -411,12 +411,7 @@ def summary_of(values: list[int]) -> str:
 
 
 def machine() -> str:
-    model = ""
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as handle:
-        for line in handle:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+    model = _common.cpu_model()
     memory = ""
     with contextlib.suppress(OSError), open("/proc/meminfo") as handle:
         memory = f"{int(handle.readline().split()[1]) // 1024} MiB RAM"
