@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# Installs what galera-health's demo and tests need on a fresh Debian/Ubuntu machine (as root):
-# Debian mariadb-server, galera-4, rsync, iproute2, procps; a virtualenv in .venv with the
-# package and its test tools. Elsewhere it says exactly what to install. Safe to run again.
+# Installs what galera-health's demo needs on a fresh Debian/Ubuntu machine (as root): Debian
+# mariadb-server, galera-4, rsync, iproute2, procps; a virtualenv in .venv with the package and
+# its test tools. `setup.sh --test` adds what only the test suite uses: chromium + chromium-driver
+# (the status page in a headless browser), haproxy (a real load balancer in front of the test
+# bed), prometheus (promtool checks the alert rules) and systemd (systemd-analyze verify of the
+# units). Elsewhere it says exactly what to install. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# chromium + chromium-driver: the status page's headless-browser test (Selenium).
-DEBIAN_PACKAGES=(mariadb-server mariadb-client galera-4 rsync iproute2 procps python3-venv
-  chromium chromium-driver)
+DEBIAN_PACKAGES=(mariadb-server mariadb-client galera-4 rsync iproute2 procps python3-venv)
+FOR_TESTS=0
+if [ "${1:-}" = "--test" ]; then
+  FOR_TESTS=1
+  DEBIAN_PACKAGES+=(chromium chromium-driver haproxy prometheus systemd)
+fi
 
 missing_system() {
   command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || return 0
@@ -16,8 +22,12 @@ missing_system() {
   [ -e /usr/lib/galera/libgalera_smm.so ] || [ -e /usr/lib64/galera-4/libgalera_smm.so ] || return 0
   command -v rsync >/dev/null 2>&1 || return 0
   command -v ss >/dev/null 2>&1 || return 0
+  [ "$FOR_TESTS" = 1 ] || return 1
   [ -x /usr/bin/chromium ] || return 0
   [ -x /usr/bin/chromedriver ] || return 0
+  command -v haproxy >/dev/null 2>&1 || return 0
+  command -v promtool >/dev/null 2>&1 || return 0
+  command -v systemd-analyze >/dev/null 2>&1 || return 0
   return 1
 }
 
@@ -36,8 +46,9 @@ if missing_system; then
     echo "setup: MariaDB Galera is not installed, and this is not a root Debian/Ubuntu shell." >&2
     echo "setup: install these packages (Debian/Ubuntu names), then run this again:" >&2
     echo "         ${DEBIAN_PACKAGES[*]}" >&2
-    echo "setup: (mariadbd, mariadb-install-db, mariadb, /usr/lib/galera/libgalera_smm.so, rsync, ss," >&2
-    echo "setup:  /usr/bin/chromium, /usr/bin/chromedriver)" >&2
+    echo "setup: (mariadbd, mariadb-install-db, mariadb, /usr/lib/galera/libgalera_smm.so, rsync, ss;" >&2
+    echo "setup:  for the tests also /usr/bin/chromium, /usr/bin/chromedriver, haproxy, promtool," >&2
+    echo "setup:  systemd-analyze)" >&2
     exit 1
   fi
 fi
