@@ -1,4 +1,4 @@
-"""`galera-health serve | check | demo`: argument parsing, logging set-up, exit codes.
+"""`galera-health serve | check | maintenance | demo`: argument parsing, logging, exit codes.
 
 Exit codes: 0 fine; 1 a node is unhealthy (check); 2 a user error (bad config, unreadable
 password file, port in use) or an agent-side access error (check), always with one clear line.
@@ -31,9 +31,10 @@ from .config import (
     load_settings,
     raw_from_toml,
 )
+from .facts import DRIVER_MODE
 from .logs import setup_logging
 from .poller import log_transition
-from .probe import DRIVER_MODE, probe_for
+from .probe import probe_for
 from .verdict import evaluate
 
 log = logging.getLogger("galera_health")

@@ -154,9 +154,6 @@ class Settings:
         bound = self.interval + max(self.timeouts.connect, self.timeouts.read) + HEALTHY_GRACE
         return min(self.max_age, bound)
 
-    def node(self, name: str) -> NodeAddress | None:
-        return next((n for n in self.nodes if n.name == name), None)
-
 
 # --- parsing of single values -------------------------------------------------------------
 
@@ -251,11 +248,10 @@ class Key:
     kind: type
     minimum: float | None = None
     in_file: bool = True
-    help: str = ""
 
 
 KEYS: dict[str, Key] = {
-    "nodes": Key(dict, help="node name -> address"),
+    "nodes": Key(dict),
     "listen": Key(str),
     "interval": Key(float, minimum=0.1),
     "max_age": Key(float, minimum=0.1),
