@@ -37,11 +37,19 @@ ProbeFactory = Callable[..., NodeProbe]
 class NodePoller:
     """One node: its probe, its previous verdict, and whether a poll is running right now."""
 
-    def __init__(self, name: str, probe: NodeProbe, policy: Policy, store: VerdictStore) -> None:
+    def __init__(
+        self,
+        name: str,
+        probe: NodeProbe,
+        policy: Policy,
+        store: VerdictStore,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.name = name
         self.probe = probe
         self.policy = policy
         self.store = store
+        self._clock = clock  # monotonic, the store's clock too (out_since is compared with it)
         self.running_since: float | None = None  # monotonic start of the poll in progress
         self.skipped = 0
         self.stats = PollStats()  # read by /metrics at scrape time
@@ -63,7 +71,7 @@ class NodePoller:
         if self.retired:
             self.probe.close()
             return None
-        started = time.monotonic()
+        started = self._clock()
         self.running_since = started
         try:
             self._swap_probe()
@@ -71,7 +79,7 @@ class NodePoller:
             if self.retired:  # removed by a reload while polling: leave nothing behind
                 self.probe.close()
                 return None
-            finished = time.monotonic()
+            finished = self._clock()
             verdict = evaluate(
                 observation,
                 self.policy,
@@ -99,7 +107,7 @@ class NodePoller:
         after = self.kill_sessions_after
         if after is None or out_since is None or out_since == self._killed_for:
             return
-        if time.monotonic() - out_since < after:
+        if self._clock() - out_since < after:
             return
         self._killed_for = out_since
         killed, error = self.probe.kill_client_sessions()
