@@ -47,8 +47,8 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
         dest="nodes",
         action="append",
         metavar="NAME=ADDRESS",
-        help="a node to poll: NAME=HOST:PORT, NAME=[IPV6]:PORT or NAME=/path/to/mysqld.sock "
-        "(repeat for several; NAME defaults to n1, n2, ...)",
+        help="a node to poll: NAME=HOST:PORT, NAME=[IPV6]:PORT or NAME=/path/to/mysqld.sock; "
+        "without :PORT the port is 3306 (repeat for several; NAME defaults to n1, n2, ...)",
     )
     parser.add_argument("--user", help="MySQL user of the monitor account (USAGE is enough)")
     parser.add_argument("--password-file", help="file holding the monitor password")
@@ -75,7 +75,7 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="check the server certificate's name against the node's host (off)",
     )
-    policy = parser.add_argument_group("policy (see README: Operating policies)")
+    policy = parser.add_argument_group("policy (see README: Configuration)")
     for flag, text in (
         ("--available-when-donor", "keep a Donor node in service if it serves queries (off)"),
         ("--available-when-readonly", "keep read_only=ON nodes in service, a reader pool (off)"),
@@ -205,6 +205,12 @@ def describe(settings: Settings) -> dict[str, Any]:
     }
 
 
+def summary(settings: Settings) -> dict[str, Any]:
+    """The part of describe() the start line shows at info: what is watched, as whom, where."""
+    full = describe(settings)
+    return {key: full[key] for key in ("nodes", "user", "password_source", "listen")}
+
+
 def maintenance_command(args: argparse.Namespace) -> int:
     """Writes the maintenance file the agent watches: the local channel to a running agent."""
     from . import maintenance
@@ -317,8 +323,15 @@ def serve(settings: Settings, reload_settings: Callable[[], Settings] | None = N
     signal.signal(signal.SIGHUP, reload)
     poller.start()
     config = describe(settings)
+    log.debug(
+        "effective config: %s",
+        json.dumps(config, separators=(",", ":")),
+        extra={"event": "config", "config": config},
+    )
+    short = summary(settings)
     log.info(
-        "serving on http://%s%s; effective config: %s",
+        "serving on http://%s%s; nodes %s; user %s (password from %s); "
+        "full config at log_level debug and in /status",
         listen,
         (
             f" (status on {'https' if settings.status_tls_cert else 'http'}://"
@@ -326,8 +339,10 @@ def serve(settings: Settings, reload_settings: Callable[[], Settings] | None = N
         )
         if settings.status_listen
         else "",
-        json.dumps(config, separators=(",", ":")),
-        extra={"event": "start", "version": __version__, "config": config},
+        ", ".join(f"{name}={address}" for name, address in short["nodes"].items()),
+        short["user"],
+        short["password_source"],
+        extra={"event": "start", "version": __version__, "config": short},
     )
     for extra in servers[1:]:
         threading.Thread(target=extra.run, name="status-listener", daemon=True).start()

@@ -6,6 +6,7 @@ source and the fix; the CLI turns it into exit code 2. Nothing in this module lo
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
@@ -184,6 +185,11 @@ def parse_host_port(text: str, what: str, default_port: int | None) -> tuple[str
             port_text = None
     if not host or any(c.isspace() for c in host):
         raise ConfigError(f"{what}: {text!r} has no valid host; expected host:port")
+    if port_text is None and host.isdigit():
+        raise ConfigError(
+            f"{what}: {text!r} has no host, only a port; write host:port, "
+            f"e.g. 0.0.0.0:{host} (every address) or 127.0.0.1:{host}"
+        )
     if port_text is None:
         if default_port is None:
             raise ConfigError(f"{what}: {text!r} has no port; expected host:port")
@@ -333,6 +339,23 @@ def coerce(key: str, value: Any, source: str) -> Any:
     return int(number) if spec.kind is int else float(number)
 
 
+def near_key(unknown: str, known: Sequence[str]) -> str | None:
+    """The known key a misspelt one most likely meant (`intervall` -> `interval`), or None."""
+    unknown = unknown.lower()
+    started = [k for k in known if k.startswith(unknown)]
+    if len(started) == 1:
+        return started[0]
+    near = difflib.get_close_matches(unknown, known, n=1, cutoff=0.6)
+    return near[0] if near else None
+
+
+def did_you_mean(near: str | None) -> str:
+    return f"; did you mean {near}?" if near else f"; {KEYS_LISTED}"
+
+
+KEYS_LISTED = "the keys are listed in README.md (Configuration) and by galera-health serve --help"
+
+
 def raw_from_toml(path: str) -> dict[str, Any]:
     try:
         with open(path, "rb") as handle:
@@ -348,7 +371,7 @@ def raw_from_toml(path: str) -> dict[str, Any]:
             hint = (
                 "; put the password in password_file or GALERA_HEALTH_PASSWORD"
                 if key == "password"
-                else f"; known keys: {', '.join(k for k, s in KEYS.items() if s.in_file)}"
+                else did_you_mean(near_key(key, [k for k, s in KEYS.items() if s.in_file]))
             )
             raise ConfigError(f"unknown key {key!r} in config file {path!r}{hint}")
         if key == "nodes":
@@ -376,10 +399,10 @@ def raw_from_env(env: Mapping[str, str]) -> dict[str, Any]:
         if key == "config":
             continue
         if key not in KEYS:
+            near = near_key(key, [*KEYS, "config"])
             raise ConfigError(
-                f"unknown environment variable {name}; known: "
-                + ", ".join(ENV_PREFIX + k.upper() for k in KEYS)
-                + f", {ENV_PREFIX}CONFIG"
+                f"unknown environment variable {name}"
+                + did_you_mean(ENV_PREFIX + near.upper() if near else None)
             )
         if key == "nodes":
             specs = [s for s in value.split(",") if s.strip()]

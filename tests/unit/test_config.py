@@ -72,6 +72,14 @@ def test_listen_forms() -> None:
     assert parse_host_port("0.0.0.0:9200", "listen", None) == ("0.0.0.0", 9200)
     with pytest.raises(ConfigError, match="no port"):
         parse_host_port("0.0.0.0", "listen", None)
+    with pytest.raises(ConfigError, match=r"'9290' has no host, only a port; .* 0\.0\.0\.0:9290"):
+        parse_host_port("9290", "listen", None)
+    with pytest.raises(ConfigError, match="'3307' has no host, only a port"):
+        parse_node("n1=3307", 1, "--node")  # not host "3307" on port 3306
+
+
+def test_a_node_without_a_port_is_on_3306() -> None:
+    assert parse_node("n1=foo", 1, "--node") == NodeAddress("n1", "foo", 3306)
 
 
 def test_flags_env_and_file_layer_in_order(tmp_path: Path, password_file: str) -> None:
@@ -149,7 +157,8 @@ def test_password_file_is_reread_at_every_call(password_file: str) -> None:
 @pytest.mark.parametrize(
     ("document", "message"),
     [
-        ('usr = "x"', "unknown key 'usr'"),
+        ('usr = "x"', "unknown key 'usr' .*; did you mean user[?]"),
+        ("intervall = 2", "unknown key 'intervall' .*; did you mean interval[?]"),
         ('password = "x"', "password_file or GALERA_HEALTH_PASSWORD"),
         ("interval = -1", "interval .* at least 0.1"),
         ('interval = "fast"', "interval .* number"),
@@ -175,8 +184,14 @@ def test_missing_pieces_are_named(tmp_path: Path) -> None:
         load_settings(flags(nodes=["127.0.0.1"]), {})
     with pytest.raises(ConfigError, match="cannot read password_file"):
         load_settings(flags(nodes=["127.0.0.1"], user="u", password_file=str(tmp_path / "no")), {})
-    with pytest.raises(ConfigError, match="unknown environment variable GALERA_HEALTH_INTREVAL"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown environment variable GALERA_HEALTH_INTREVAL; "
+        r"did you mean GALERA_HEALTH_INTERVAL\?$",
+    ):
         load_settings(flags(nodes=["127.0.0.1"], user="u"), {"GALERA_HEALTH_INTREVAL": "1"})
+    with pytest.raises(ConfigError, match=r"GALERA_HEALTH_ZZZ; the keys are listed in README\.md"):
+        load_settings(flags(nodes=["127.0.0.1"], user="u"), {"GALERA_HEALTH_ZZZ": "1"})
     with pytest.raises(ConfigError, match="used twice"):
         load_settings(flags(nodes=["a=127.0.0.1", "a=127.0.0.2"], user="u"), {})
     with pytest.raises(ConfigError, match="statement_timeout"):
