@@ -27,6 +27,7 @@ def modules_loaded_by(module: str) -> set[str]:
         "galera_health.web",
         "galera_health.metrics",
         "galera_health.status_page",
+        "galera_health.agent_check",
         "galera_health.store",
         "galera_health.stats",
         "galera_health.facts",
