@@ -343,7 +343,10 @@ def test_network_policy_admits_probe_source_and_keeps_galera_working(helm: Helm)
     assert {"ipBlock": {"cidr": AZURE_PROBE_SOURCE}} in agent_rule["from"]
     assert {"podSelector": {"matchLabels": selector}} in agent_rule["from"]
     mysql_rule = next(r for r in rules if {"port": 3306, "protocol": "TCP"} in r["ports"])
-    assert "from" not in mysql_rule  # clients from anywhere by default (the LB keeps their IPs)
+    # never "from everyone" by default: NetworkPolicies add up, so that would widen others
+    assert mysql_rule["from"] == [
+        {"ipBlock": {"cidr": cidr}} for cidr in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+    ]
     peer_rule = next(r for r in rules if {"port": 4567, "protocol": "TCP"} in r["ports"])
     assert [p["port"] for p in peer_rule["ports"]] == [4567, 4568, 4444]
     assert peer_rule["from"] == [{"podSelector": {"matchLabels": selector}}]
