@@ -470,7 +470,17 @@ def test_notes_render_with_verification_steps(helm: Helm, tmp_path: Path) -> Non
         'data:\n  notes: {{ tpl (.Files.Get "notes.txt") . | quote }}\n'
     )
     for values, expected in (
-        (REFERENCE, ["get pods", "curl -i http://127.0.0.1:9200/health", "az network lb probe"]),
+        (
+            REFERENCE,
+            [
+                "get pods",
+                "curl -i http://127.0.0.1:9200/health",
+                "az network lb probe",
+                "DipAvailability",
+                "logs <galera-pod> -c galera-health",
+            ],
+        ),
+        (STATUS, ["Authorization: Bearer", "9201:9201", "/status"]),
         (DEFAULTS, ["Sidecar mode", "galera-health.sidecar", "maintenance on"]),
     ):
         notes = helm.render(values, chart=chart).one("ConfigMap", "notes")["data"]["notes"]
