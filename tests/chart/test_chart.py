@@ -162,6 +162,11 @@ CHECK_CASES = [
     ),
     (
         DEFAULTS,
+        ["agent.killSessions=true", "agent.killSessionsAfter=15"],
+        "agent.killSessionsAfter (15) must be below drain.preStopSleepSeconds (15)",
+    ),
+    (
+        DEFAULTS,
         ["galera.podSelector=null"],
         "galera.podSelector must name your Galera pods' labels",
     ),

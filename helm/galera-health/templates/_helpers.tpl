@@ -103,6 +103,9 @@ Cross-field checks the JSON schema cannot express; each stops rendering with one
 {{- if and .Values.networkPolicy.enabled (not .Values.networkPolicy.mysqlFrom) (not .Values.networkPolicy.mysqlFromAnywhere) -}}
 {{- fail "networkPolicy.mysqlFrom is empty: name the MySQL clients' sources, or set networkPolicy.mysqlFromAnywhere=true to admit every source" -}}
 {{- end -}}
+{{- if and $a.killSessions (ge (float64 $a.killSessionsAfter) (float64 .Values.drain.preStopSleepSeconds)) -}}
+{{- fail (printf "agent.killSessionsAfter (%v) must be below drain.preStopSleepSeconds (%v): sessions are killed while the preStop still waits, before mariadbd's SIGTERM" $a.killSessionsAfter .Values.drain.preStopSleepSeconds) -}}
+{{- end -}}
 {{- if and .Values.auth.statusTokenKey (not .Values.auth.existingSecret) (not .Values.auth.statusToken) -}}
 {{- fail "auth.statusToken is required when auth.statusTokenKey is set and auth.existingSecret is empty" -}}
 {{- end -}}
