@@ -67,6 +67,20 @@ def find_helm() -> str | None:
     return None
 
 
+def helm_or_skip() -> Helm:
+    """A Helm for the tests; without one a skip locally, a failure under CI (or
+    GALERA_TESTS_REQUIRE_HELM=1): scripts/install-helm.sh installs it there."""
+    import pytest
+
+    binary = find_helm()
+    if binary is None:
+        message = "chart tests need helm v3; run scripts/install-helm.sh (go install, ~3.5 min)"
+        if os.environ.get("CI") or os.environ.get("GALERA_TESTS_REQUIRE_HELM") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return Helm(binary)
+
+
 @dataclass(frozen=True)
 class Rendered:
     objects: list[dict[str, Any]]

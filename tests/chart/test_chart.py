@@ -111,6 +111,7 @@ SCHEMA_CASES = [
     ("agent.nodeName=bad name", "at '/agent/nodeName'"),
     ("agent.connectTimeout=0", "at '/agent/connectTimeout': minimum: got 0, want 1"),
     ("probes.readiness.periodSeconds=10", "at '/probes/readiness/periodSeconds': maximum"),
+    ("probes.startup.periodSeconds=10", "at '/probes/startup/periodSeconds': maximum"),
     ("probes.readiness.failureThreshold=3", "at '/probes/readiness/failureThreshold'"),
     ("service.externalTrafficPolicy=Sometimes", "at '/service/externalTrafficPolicy'"),
     ("service.azureProbe.intervalSeconds=2", "at '/service/azureProbe/intervalSeconds': minimum"),
@@ -158,6 +159,11 @@ CHECK_CASES = [
         REFERENCE,
         ["auth.rootPassword="],
         "auth.rootPassword is required for the reference StatefulSet",
+    ),
+    (
+        DEFAULTS,
+        ["agent.killSessions=true", "agent.killSessionsAfter=15"],
+        "agent.killSessionsAfter (15) must be below drain.preStopSleepSeconds (15)",
     ),
     (
         DEFAULTS,
@@ -343,7 +349,10 @@ def test_network_policy_admits_probe_source_and_keeps_galera_working(helm: Helm)
     assert {"ipBlock": {"cidr": AZURE_PROBE_SOURCE}} in agent_rule["from"]
     assert {"podSelector": {"matchLabels": selector}} in agent_rule["from"]
     mysql_rule = next(r for r in rules if {"port": 3306, "protocol": "TCP"} in r["ports"])
-    assert "from" not in mysql_rule  # clients from anywhere by default (the LB keeps their IPs)
+    # never "from everyone" by default: NetworkPolicies add up, so that would widen others
+    assert mysql_rule["from"] == [
+        {"ipBlock": {"cidr": cidr}} for cidr in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+    ]
     peer_rule = next(r for r in rules if {"port": 4567, "protocol": "TCP"} in r["ports"])
     assert [p["port"] for p in peer_rule["ports"]] == [4567, 4568, 4444]
     assert peer_rule["from"] == [{"podSelector": {"matchLabels": selector}}]
@@ -466,7 +475,17 @@ def test_notes_render_with_verification_steps(helm: Helm, tmp_path: Path) -> Non
         'data:\n  notes: {{ tpl (.Files.Get "notes.txt") . | quote }}\n'
     )
     for values, expected in (
-        (REFERENCE, ["get pods", "curl -i http://127.0.0.1:9200/health", "az network lb probe"]),
+        (
+            REFERENCE,
+            [
+                "get pods",
+                "curl -i http://127.0.0.1:9200/health",
+                "az network lb probe",
+                "DipAvailability",
+                "logs <galera-pod> -c galera-health",
+            ],
+        ),
+        (STATUS, ["Authorization: Bearer", "9201:9201", "/status"]),
         (DEFAULTS, ["Sidecar mode", "galera-health.sidecar", "maintenance on"]),
     ):
         notes = helm.render(values, chart=chart).one("ConfigMap", "notes")["data"]["notes"]
@@ -482,3 +501,171 @@ def test_start_script_is_valid_bash(helm: Helm, tmp_path: Path) -> None:
     result = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert "--wsrep-new-cluster" in script and "safe_to_bootstrap" in script
+
+
+# --- issue 14: deployment correctness --------------------------------------------------------
+
+STATUS = [CHART / "ci" / "status-token-values.yaml"]
+# kubelet -> API server -> EndpointSlice -> kube-proxy: not the chart's to bound (see the doc)
+ADMISSION_LIMIT = 1.0
+
+
+def admission_lag(rendered: Rendered) -> float:
+    """Worst case, in seconds, between the agent turning 200 (which the Azure probe sees at once
+    through the probe Service: publishNotReadyAddresses, no kubelet in between) and the kubelet
+    marking the pod ready (which MySQL traffic follows): the next startup or readiness probe,
+    times the successes it needs. During it the LB sends connections that kube-proxy drops."""
+    db = containers(rendered)["mariadb"]
+    startup, readiness = db["startupProbe"], db["readinessProbe"]
+    assert startup["httpGet"]["path"] == readiness["httpGet"]["path"] == "/readyz"
+    first_admission = startup["periodSeconds"] * startup.get("successThreshold", 1)
+    readmission = readiness["periodSeconds"] * readiness["successThreshold"]
+    probe_service = rendered.one("Service", f"{NAME}-probe")
+    assert probe_service["spec"]["publishNotReadyAddresses"] is True
+    return float(max(first_admission, readmission))
+
+
+def test_admission_lag_between_lb_and_readiness_is_at_most_1s(helm: Helm) -> None:
+    assert admission_lag(helm.render(REFERENCE)) <= ADMISSION_LIMIT
+    # the check can fail: the old 10 s startup period is exactly the black hole of issue 14
+    slow = helm.render(REFERENCE, ["probes.startup.periodSeconds=2"])
+    assert admission_lag(slow) > ADMISSION_LIMIT
+    # the startup probe stays patient for a long SST at period 1
+    startup = containers(helm.render(REFERENCE))["mariadb"]["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 24 * 3600
+
+
+def test_probe_node_port_is_derived_per_release_and_settable(helm: Helm) -> None:
+    def node_port(*sets: str) -> int:
+        rendered = helm.render(DEFAULTS, list(sets))
+        (probe,) = [s for s in rendered.all("Service") if s["spec"]["type"] == "NodePort"]
+        (port,) = probe["spec"]["ports"]
+        (lb_service,) = [s for s in rendered.all("Service") if s["spec"]["type"] == "LoadBalancer"]
+        annotation = lb_service["metadata"]["annotations"][
+            ANNOTATION.format(port=lb_service["spec"]["ports"][0]["port"], what="port")
+        ]
+        assert int(annotation) == port["nodePort"]
+        return int(port["nodePort"])
+
+    first = node_port()
+    second = node_port("fullnameOverride=other-galera-health")
+    assert 30000 <= first <= 30085 and 30000 <= second <= 30085
+    assert first != second
+    assert node_port() == first  # stable across upgrades
+    assert node_port("service.azureProbe.nodePort=31234") == 31234
+
+
+def test_public_lb_without_source_ranges_is_a_conscious_choice(helm: Helm) -> None:
+    error = helm.failure(DEFAULTS, ["service.internal=false"])
+    assert "opens the MySQL port to the Internet" in error
+    rendered = helm.render(
+        DEFAULTS, ["service.internal=false", "service.publicWithoutSourceRanges=true"]
+    )
+    lb = rendered.one("Service", NAME)
+    assert "service.beta.kubernetes.io/azure-load-balancer-internal" not in service_annotations(
+        rendered
+    )
+    assert "loadBalancerSourceRanges" not in lb["spec"]
+    ranged = helm.render(
+        DEFAULTS, ["service.internal=false", "service.loadBalancerSourceRanges={203.0.113.0/24}"]
+    )
+    assert ranged.one("Service", NAME)["spec"]["loadBalancerSourceRanges"] == ["203.0.113.0/24"]
+
+
+def test_mysql_from_anywhere_only_when_asked(helm: Helm) -> None:
+    error = helm.failure(DEFAULTS, ["networkPolicy.mysqlFrom=null"])
+    assert "networkPolicy.mysqlFrom is empty" in error
+    rendered = helm.render(DEFAULTS, ["networkPolicy.mysqlFromAnywhere=true"])
+    rules = rendered.one("NetworkPolicy")["spec"]["ingress"]
+    mysql_rule = next(r for r in rules if {"port": 3306, "protocol": "TCP"} in r["ports"])
+    assert "from" not in mysql_rule
+    narrow = helm.render(STATUS).one("NetworkPolicy")["spec"]["ingress"]
+    mysql_rule = next(r for r in narrow if {"port": 3306, "protocol": "TCP"} in r["ports"])
+    assert mysql_rule["from"] == [{"ipBlock": {"cidr": "10.240.8.0/22"}}]
+
+
+def test_lb_annotations_idle_timeout_frontend_ip_subnet(helm: Helm) -> None:
+    annotations = service_annotations(helm.render(STATUS))
+    prefix = "service.beta.kubernetes.io/azure-load-balancer-"
+    assert annotations[prefix + "tcp-idle-timeout"] == "30"
+    assert annotations[prefix + "ipv4"] == "10.240.0.25"
+    assert annotations[prefix + "internal-subnet"] == "galera-frontend"
+    assert annotations[prefix + "internal"] == "true"
+    defaults = service_annotations(helm.render(DEFAULTS, ["service.idleTimeoutMinutes=null"]))
+    assert prefix + "tcp-idle-timeout" not in defaults and prefix + "ipv4" not in defaults
+    error = helm.failure(DEFAULTS, ["service.idleTimeoutMinutes=2"])
+    assert "at '/service/idleTimeoutMinutes': minimum" in error
+
+
+def test_agent_values_reach_the_agent_config(helm: Helm) -> None:
+    """Each value is rendered under the agent's own key, which the agent knows (KEYS): a key
+    renamed on either side fails here, not silently."""
+    from galera_health.config import KEYS
+
+    config = helm.render(STATUS).agent_config()
+    expected = {
+        "available_when_donor": True,
+        "kill_sessions": True,
+        "kill_sessions_after": 8,
+        "status_listen": "0.0.0.0:9201",
+        "status_token_file": "/etc/galera-health/secret/status-token",
+    }
+    for key, value in expected.items():
+        assert key in KEYS, key
+        assert config[key] == value, key
+    # availableWhenDonor null: true with the reference StatefulSet (mariabackup SST), else false
+    assert helm.render(REFERENCE).agent_config()["available_when_donor"] is True
+    assert helm.render(DEFAULTS).agent_config()["available_when_donor"] is False
+    explicit = helm.render(REFERENCE, ["agent.availableWhenDonor=false"]).agent_config()
+    assert explicit["available_when_donor"] is False
+    sst = helm.render(REFERENCE).one("ConfigMap", f"{NAME}-galera")["data"]["galera.cnf"]
+    assert "wsrep_sst_method = mariabackup" in sst  # what the reference's true relies on
+    assert "status_listen" not in helm.render(DEFAULTS).agent_config()
+
+
+def test_status_port_and_token_wiring(helm: Helm) -> None:
+    rendered = helm.render(STATUS)
+    secret = rendered.one("Secret")
+    assert set(secret["data"]) == {"password", "status-token"}
+    # the probe nodePort reaches only the probe port; /status and /metrics sit on 9201
+    probe = rendered.one("Service", f"{NAME}-probe")
+    assert [p["targetPort"] for p in probe["spec"]["ports"]] == [9200]
+    agent_service = rendered.one("Service", f"{NAME}-agent")
+    assert [p["targetPort"] for p in agent_service["spec"]["ports"]] == [9201]
+    monitor = rendered.one("ServiceMonitor")
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == agent_service["spec"]["ports"][0]["name"]
+    assert endpoint["authorization"] == {
+        "type": "Bearer",
+        "credentials": {"name": secret["metadata"]["name"], "key": "status-token"},
+    }
+    rules = rendered.one("NetworkPolicy")["spec"]["ingress"]
+    status_rule = next(r for r in rules if {"port": 9201, "protocol": "TCP"} in r["ports"])
+    assert status_rule["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
+    probe_rule = next(r for r in rules if {"port": 9200, "protocol": "TCP"} in r["ports"])
+    assert status_rule["from"][0] not in probe_rule["from"]
+    error = helm.failure(DEFAULTS, ["auth.statusTokenKey=token"])
+    assert "auth.statusToken is required" in error
+    error = helm.failure(DEFAULTS, ["agent.status.port=9200"])
+    assert "agent.status.port must differ from agent.port" in error
+
+
+def test_agent_config_is_a_directory_mount_and_rolls_no_pod(helm: Helm) -> None:
+    """No subPath: the kubelet swaps the file and the agent reloads it (mtime watch). The agent's
+    settings are not in the pod template, so changing one rolls no Galera pod."""
+    rendered = helm.render(REFERENCE)
+    agent = containers(rendered)["galera-health"]
+    mount = next(m for m in agent["volumeMounts"] if m["name"] == "galera-health-config")
+    assert "subPath" not in mount
+    config_arg = agent["args"][agent["args"].index("--config") + 1]
+    assert Path(config_arg).parent == Path(mount["mountPath"])
+    annotations = rendered.one("StatefulSet")["spec"]["template"]["metadata"]["annotations"]
+    assert not [k for k in annotations if "agent" in k]
+    changed = helm.render(REFERENCE, ["agent.interval=2", "agent.holdDown=20"])
+    assert changed.one("StatefulSet") == rendered.one("StatefulSet")
+    assert changed.agent_toml() != rendered.agent_toml()
+    # what does restart: the Galera my.cnf / start script (mariadbd reads them at start)
+    restarted = helm.render(REFERENCE, ["referenceStatefulSet.extraConfig=max_connections=500"])
+    assert restarted.one("StatefulSet") != rendered.one("StatefulSet")

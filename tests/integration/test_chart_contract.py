@@ -5,13 +5,20 @@ changed only where a pod and this machine differ (listen host, the node's socket
 file, the state dir); then the test asks exactly the paths and ports that the rendered
 readiness/startup/liveness probes and the Azure probe annotations name:
 200 when healthy, 503 after a fault, 503 maintenance while the rendered preStop runs, 503
-draining after SIGTERM and a clean exit 0.
+draining after SIGTERM and a clean exit 0. The agent's config, mounted as a directory the way
+the kubelet writes a ConfigMap volume, reloads live when the rendered values change. The
+reference start script, on a node of the test bed killed with SIGKILL, recovers the node's real
+position with mariadbd --wsrep-recover.
+
+A setting these tests rely on that is renamed (in the chart or in the agent) fails them: they
+index rendered objects and the agent's KEYS directly, and never skip for a missing key.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,7 +34,8 @@ import pytest
 from galera_health.config import KEYS
 from galera_health.testbed import GaleraTestbed, free_ports
 
-from ..chart.helm import CHART, Helm, Rendered, find_helm
+from ..chart.helm import CHART, Helm, Rendered, helm_or_skip
+from ..chart.startscript import Node, run_start_script
 from .agent import AgentProcess, Answer
 
 pytestmark = pytest.mark.galera
@@ -108,10 +116,57 @@ class ConfigAgent(AgentProcess):
 
 @pytest.fixture
 def helm() -> Helm:
-    binary = find_helm()
-    if binary is None:
-        pytest.skip("the chart contract test needs helm v3; run scripts/install-helm.sh")
-    return Helm(binary)
+    return helm_or_skip()
+
+
+def test_the_settings_these_tests_rely_on_exist() -> None:
+    """Renamed in the agent: fail here, never skip."""
+    for key in ("listen", "password_file", "state_dir", "drain_seconds", "available_when_donor"):
+        assert key in KEYS, f"the chart renders {key}, which the agent no longer knows"
+
+
+def localized_toml(rendered: Rendered, port: int, cluster: GaleraTestbed, state_dir: Path) -> str:
+    """The rendered agent.toml with only what differs between a pod and this machine changed."""
+    config: dict[str, Any] = rendered.agent_config()
+    (node_name,) = config["nodes"]
+    toml = localize(
+        rendered.agent_toml(),
+        {
+            "listen": f'"127.0.0.1:{port}"',
+            "password_file": f'"{cluster.password_file}"',
+            "state_dir": f'"{state_dir}"',
+            node_name: f'"{cluster.node("n1").socket}"',
+        },
+    )
+    assert config["listen"] == f"0.0.0.0:{port}"
+    changed = set(rendered.agent_toml().splitlines()) ^ set(toml.splitlines())
+    assert len(changed) == 8, changed  # 4 lines out, 4 in; every other line as rendered
+    return toml
+
+
+def publish(config_dir: Path, toml: str) -> Path:
+    """Write agent.toml the way the kubelet updates a ConfigMap volume mounted as a directory
+    (no subPath): a new timestamped directory, then one atomic swap of the ..data symlink;
+    agent.toml itself is a symlink through ..data."""
+    config_dir.mkdir(exist_ok=True)
+    version = config_dir / f"..{time.time_ns()}"
+    version.mkdir()
+    (version / "agent.toml").write_text(toml)
+    staged = config_dir / "..data_tmp"
+    staged.unlink(missing_ok=True)
+    staged.symlink_to(version.name)
+    os.replace(staged, config_dir / "..data")
+    link = config_dir / "agent.toml"
+    if not link.is_symlink():
+        link.symlink_to("..data/agent.toml")
+    return link
+
+
+def render_for_test(helm: Helm, port: int, cluster: GaleraTestbed, *sets: str) -> Rendered:
+    # what an operator sets at install time: the agent port and the monitor account's name
+    return helm.render(
+        [VALUES], [f"agent.port={port}", f"agent.user={cluster.monitor_user}", *sets]
+    )
 
 
 @pytest.fixture
@@ -119,29 +174,10 @@ def rendered_agent(
     helm: Helm, synced_cluster: GaleraTestbed, tmp_path: Path
 ) -> Iterator[tuple[Rendered, ConfigAgent, Path]]:
     port = free_ports(1)[0]
-    # what an operator sets at install time: the agent port and the monitor account's name
-    rendered = helm.render(
-        [VALUES], [f"agent.port={port}", f"agent.user={synced_cluster.monitor_user}"]
-    )
-    config: dict[str, Any] = rendered.agent_config()
+    rendered = render_for_test(helm, port, synced_cluster)
     state_dir = tmp_path / "state"
     state_dir.mkdir()
-    node = synced_cluster.node("n1")
-    (node_name,) = config["nodes"]
-    toml = localize(
-        rendered.agent_toml(),
-        {
-            "listen": f'"127.0.0.1:{port}"',
-            "password_file": f'"{synced_cluster.password_file}"',
-            "state_dir": f'"{state_dir}"',
-            node_name: f'"{node.socket}"',
-        },
-    )
-    assert config["listen"] == f"0.0.0.0:{port}"
-    changed = set(rendered.agent_toml().splitlines()) ^ set(toml.splitlines())
-    assert len(changed) == 8, changed  # 4 lines out, 4 in; every other line as rendered
-    path = tmp_path / "agent.toml"
-    path.write_text(toml)
+    path = publish(tmp_path / "config", localized_toml(rendered, port, synced_cluster, state_dir))
     agent = ConfigAgent(path, port)
     try:
         yield rendered, agent, state_dir
@@ -182,7 +218,6 @@ def test_rendered_probes_ask_the_agent_200_healthy_503_after_a_fault(
         agent.wait_for(lambda a: a.status == 200, probe.path, timeout=90)
 
 
-@pytest.mark.skipif("state_dir" not in KEYS, reason="agent has no state_dir/maintenance yet")
 def test_rendered_prestop_drain_takes_the_node_out_then_clears(
     rendered_agent: tuple[Rendered, ConfigAgent, Path],
 ) -> None:
@@ -215,7 +250,6 @@ def test_rendered_prestop_drain_takes_the_node_out_then_clears(
     agent.wait_for(lambda a: a.status == 200, probes[0].path, timeout=10)
 
 
-@pytest.mark.skipif("drain_seconds" not in KEYS, reason="agent has no drain on SIGTERM yet")
 def test_sigterm_drains_with_503_for_drain_seconds_then_exits_0(
     rendered_agent: tuple[Rendered, ConfigAgent, Path],
 ) -> None:
@@ -230,3 +264,79 @@ def test_sigterm_drains_with_503_for_drain_seconds_then_exits_0(
         assert "draining" in answer.body, answer
     assert agent.process.wait(timeout=drain_seconds + 10) == 0
     assert time.monotonic() - started >= drain_seconds - 0.5
+
+
+def policy_of(agent: AgentProcess) -> dict[str, Any]:
+    (node,) = agent.status()["nodes"].values()
+    policy: dict[str, Any] = node["policy"]
+    return policy
+
+
+def test_changed_values_reach_the_running_agent_through_the_directory_mount(
+    helm: Helm,
+    rendered_agent: tuple[Rendered, ConfigAgent, Path],
+    synced_cluster: GaleraTestbed,
+    tmp_path: Path,
+) -> None:
+    """`helm upgrade --set agent.availableWhenDonor=false`: the kubelet swaps the ConfigMap's
+    ..data, the agent reloads (no pod restart), and its policy changes."""
+    rendered, agent, state_dir = rendered_agent
+    assert rendered.agent_config()["available_when_donor"] is True  # the reference default
+    agent.wait_for(lambda a: a.status == 200, "/health", timeout=20)
+    assert policy_of(agent)["available_when_donor"] is True
+    upgraded = render_for_test(helm, agent.port, synced_cluster, "agent.availableWhenDonor=false")
+    publish(tmp_path / "config", localized_toml(upgraded, agent.port, synced_cluster, state_dir))
+    deadline = time.monotonic() + 20
+    while policy_of(agent)["available_when_donor"] is not False:
+        assert time.monotonic() < deadline, agent.output()
+        time.sleep(0.2)
+    assert agent.process.poll() is None  # the same process: reloaded, not restarted
+    assert agent.get("/health").status == 200
+
+
+def test_start_script_finds_a_killed_nodes_position_with_wsrep_recover(
+    helm: Helm, synced_cluster: GaleraTestbed
+) -> None:
+    """After a crash grastate.dat says seqno -1; with no healthy peer the rendered start.sh runs
+    the real mariadbd --wsrep-recover on the node's datadir and prints its real position, which
+    is how the most advanced node is found (docs/kubernetes.md)."""
+    script = helm.render([VALUES]).one("ConfigMap", "db-galera-health-galera")["data"]["start.sh"]
+    writer, victim = synced_cluster.node("n1"), synced_cluster.node("n3")
+    writer.sql("CREATE DATABASE IF NOT EXISTS chart_contract_recover")
+    writer.sql("DROP DATABASE chart_contract_recover")
+    expected_uuid = writer.status("wsrep_cluster_state_uuid")
+    expected_seqno = writer.status("wsrep_last_committed")
+    deadline = time.monotonic() + 30
+    while victim.status("wsrep_last_committed") != expected_seqno:
+        assert time.monotonic() < deadline, "n3 did not apply the last write"
+        time.sleep(0.1)
+    base = Path(tempfile.mkdtemp(prefix="galera-health-start-"))
+    base.chmod(0o755)
+    victim.kill()
+    try:
+        grastate = Path(victim.datadir, "grastate.dat").read_text()
+        assert re.search(r"^seqno:\s+-1$", grastate, re.MULTILINE), grastate
+        node = Node(base, hostname="db-galera-health-2")
+        node.datadir = Path(victim.datadir)
+        node.rundir.chmod(0o777)  # mariadbd (--user=mysql) writes its recovery log there
+        tools = base / "tools"
+        tools.mkdir()
+        wrapper = tools / "mariadbd"
+        # this machine's mariadbd with the node's own config, as the image's my.cnf would be
+        wrapper.write_text(
+            "#!/bin/sh\n"
+            f"exec {shutil.which('mariadbd', path='/usr/sbin:/usr/bin') or '/usr/sbin/mariadbd'}"
+            f' --defaults-file={victim.config_file} --user=mysql "$@"\n'
+        )
+        wrapper.chmod(0o755)
+        outcome = run_start_script(
+            script, node, free_ports(1)[0], extra_path=f"{tools}:", timeout=180
+        )
+        assert outcome.returncode == 0, outcome.output
+        assert not outcome.bootstraps, outcome.output  # no peer healthy, no safe node: wait
+        assert f"position {expected_uuid}:{expected_seqno} " in outcome.output, outcome.output
+        assert "Recovered position" in (node.rundir / "wsrep-recover.log").read_text()
+    finally:
+        victim.start()
+        victim.wait_synced()
+        shutil.rmtree(base, ignore_errors=True)

@@ -71,7 +71,9 @@ app.kubernetes.io/component: galera
 {{- end -}}
 
 {{/* Paths inside the agent container. */}}
-{{- define "galera-health.configDir" -}}/etc/galera-health{{- end -}}
+{{/* The config is a directory mount (no subPath): the kubelet swaps the file in place and the
+     agent's own mtime watch reloads it. */}}
+{{- define "galera-health.configDir" -}}/etc/galera-health/config{{- end -}}
 {{- define "galera-health.secretDir" -}}/etc/galera-health/secret{{- end -}}
 
 {{/*
@@ -95,6 +97,21 @@ Cross-field checks the JSON schema cannot express; each stops rendering with one
 {{- if and .Values.service.enabled $p.enabled (eq (int $p.nodePort) (int .Values.service.port)) -}}
 {{- fail "service.azureProbe.nodePort must differ from service.port (cloud-provider-azure would read it as the Service port)" -}}
 {{- end -}}
+{{- if and .Values.service.enabled (eq .Values.service.type "LoadBalancer") (not .Values.service.internal) (not .Values.service.loadBalancerSourceRanges) (not .Values.service.publicWithoutSourceRanges) -}}
+{{- fail "service.internal=false with no service.loadBalancerSourceRanges opens the MySQL port to the Internet: set loadBalancerSourceRanges, or service.publicWithoutSourceRanges=true if that is what you want" -}}
+{{- end -}}
+{{- if and .Values.networkPolicy.enabled (not .Values.networkPolicy.mysqlFrom) (not .Values.networkPolicy.mysqlFromAnywhere) -}}
+{{- fail "networkPolicy.mysqlFrom is empty: name the MySQL clients' sources, or set networkPolicy.mysqlFromAnywhere=true to admit every source" -}}
+{{- end -}}
+{{- if and $a.killSessions (ge (float64 $a.killSessionsAfter) (float64 .Values.drain.preStopSleepSeconds)) -}}
+{{- fail (printf "agent.killSessionsAfter (%v) must be below drain.preStopSleepSeconds (%v): sessions are killed while the preStop still waits, before mariadbd's SIGTERM" $a.killSessionsAfter .Values.drain.preStopSleepSeconds) -}}
+{{- end -}}
+{{- if and .Values.auth.statusTokenKey (not .Values.auth.existingSecret) (not .Values.auth.statusToken) -}}
+{{- fail "auth.statusToken is required when auth.statusTokenKey is set and auth.existingSecret is empty" -}}
+{{- end -}}
+{{- if and (not (kindIs "invalid" .Values.agent.status.port)) (eq (int .Values.agent.status.port) (int .Values.agent.port)) -}}
+{{- fail "agent.status.port must differ from agent.port (null serves /status and /metrics on agent.port)" -}}
+{{- end -}}
 {{- if .Values.referenceStatefulSet.enabled -}}
 {{- $r := .Values.referenceStatefulSet -}}
 {{- if lt (int $r.terminationGracePeriodSeconds) (add (int .Values.drain.preStopSleepSeconds) 30) -}}
@@ -103,6 +120,38 @@ Cross-field checks the JSON schema cannot express; each stops rendering with one
 {{- if ge (int $r.bootstrapOrdinal) (int $r.replicas) -}}
 {{- fail (printf "referenceStatefulSet.bootstrapOrdinal (%d) must be below replicas (%d)" (int $r.bootstrapOrdinal) (int $r.replicas)) -}}
 {{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* available_when_donor: null = true with the reference StatefulSet (its SST is mariabackup,
+     which keeps the donor serving), false in sidecar mode (your SST may be rsync, which blocks
+     the donor). */}}
+{{- define "galera-health.availableWhenDonor" -}}
+{{- if kindIs "invalid" .Values.agent.availableWhenDonor -}}
+{{- .Values.referenceStatefulSet.enabled -}}
+{{- else -}}
+{{- .Values.agent.availableWhenDonor -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The port /status, /metrics and / are served on: agent.status.port, or the probe port. */}}
+{{- define "galera-health.statusPort" -}}
+{{- if kindIs "invalid" .Values.agent.status.port -}}
+{{- .Values.agent.port -}}
+{{- else -}}
+{{- .Values.agent.status.port -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The Azure probe's nodePort: service.azureProbe.nodePort, or one derived from the namespace
+     and release in 30000-30085, the band Kubernetes (>= 1.29; opt-in since 1.27) keeps for
+     static nodePorts, so that two releases do not collide on a fixed number. */}}
+{{- define "galera-health.probeNodePort" -}}
+{{- $p := .Values.service.azureProbe -}}
+{{- if kindIs "invalid" $p.nodePort -}}
+{{- add 30000 (mod (atoi (adler32sum (printf "%s/%s" .Release.Namespace (include "galera-health.fullname" .)))) 86) -}}
+{{- else -}}
+{{- $p.nodePort -}}
 {{- end -}}
 {{- end -}}
 
@@ -132,6 +181,15 @@ drain_seconds = {{ $a.drainSeconds | float64 }}
 state_dir = {{ $a.stateDir | quote }}
 log_level = {{ $a.logLevel | quote }}
 log_format = {{ $a.logFormat | quote }}
+available_when_donor = {{ include "galera-health.availableWhenDonor" . }}
+kill_sessions = {{ $a.killSessions }}
+kill_sessions_after = {{ $a.killSessionsAfter | float64 }}
+{{- if not (kindIs "invalid" $a.status.port) }}
+status_listen = "0.0.0.0:{{ $a.status.port }}"
+{{- end }}
+{{- if .Values.auth.statusTokenKey }}
+status_token_file = "{{ include "galera-health.secretDir" . }}/{{ .Values.auth.statusTokenKey }}"
+{{- end }}
 
 [nodes]
 {{ $a.nodeName }} = {{ $a.nodeAddress | quote }}
@@ -154,6 +212,11 @@ and add the volumes from "galera-health.volumes" to the pod.
     - name: galera-health
       containerPort: {{ .Values.agent.port }}
       protocol: TCP
+    {{- if not (kindIs "invalid" .Values.agent.status.port) }}
+    - name: gh-status
+      containerPort: {{ .Values.agent.status.port }}
+      protocol: TCP
+    {{- end }}
   {{- with .Values.agent.extraEnv }}
   env:
     {{- toYaml . | nindent 4 }}
@@ -166,8 +229,7 @@ and add the volumes from "galera-health.volumes" to the pod.
     {{- toYaml .Values.agent.securityContext | nindent 4 }}
   volumeMounts:
     - name: galera-health-config
-      mountPath: {{ include "galera-health.configDir" . }}/agent.toml
-      subPath: agent.toml
+      mountPath: {{ include "galera-health.configDir" . }}
       readOnly: true
     - name: galera-health-secret
       mountPath: {{ include "galera-health.secretDir" . }}
@@ -191,6 +253,10 @@ and add the volumes from "galera-health.volumes" to the pod.
     items:
       - key: {{ .Values.auth.passwordKey }}
         path: {{ .Values.auth.passwordKey }}
+      {{- if .Values.auth.statusTokenKey }}
+      - key: {{ .Values.auth.statusTokenKey }}
+        path: {{ .Values.auth.statusTokenKey }}
+      {{- end }}
     defaultMode: 0440
 - name: galera-health-state
   emptyDir:
