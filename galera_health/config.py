@@ -41,6 +41,11 @@ class ConfigError(Exception):
 
 # Scheduling slack on top of interval + timeout for a healthy verdict (see Settings.healthy_max_age)
 HEALTHY_GRACE = 0.5
+# Writer lease (docs/architecture.md, "One writer"): the client deadline of every lease statement
+# in whole seconds (the driver's unit, so 1 is its shortest), and the margin a take-over waits
+# beyond the holder's last possible 200.
+LEASE_STATEMENT_TIMEOUT = 1
+LEASE_MARGIN = 0.5
 
 
 @dataclass(frozen=True)
@@ -139,6 +144,9 @@ class Settings:
     status_tls_cert: str | None = None
     status_tls_key: str | None = None
     agent_check_listen: ListenAddress | None = None
+    writer: bool = False
+    writer_priority: int = 0
+    writer_takeover_setting: float | None = None
     config_path: str | None = None
 
     @property
@@ -156,6 +164,22 @@ class Settings:
         detection bound, so the node answers 503 stale instead of an old 200."""
         bound = self.interval + max(self.timeouts.connect, self.timeouts.read) + HEALTHY_GRACE
         return min(self.max_age, bound)
+
+    @property
+    def writer_validity(self) -> float:
+        """How long after the start of its last committed renewal the lease holder answers 200
+        on /writer: until its next renewal must have committed (interval + the lease statement
+        deadline + HEALTHY_GRACE)."""
+        return self.interval + LEASE_STATEMENT_TIMEOUT + HEALTHY_GRACE
+
+    @property
+    def writer_takeover(self) -> float:
+        """Seconds the lease counter must stand still, on a contender's own monotonic clock,
+        before it takes over: past the holder's last possible 200 (writer_validity) by
+        LEASE_MARGIN, so two nodes never answer 200 because of a take-over."""
+        if self.writer_takeover_setting is not None:
+            return self.writer_takeover_setting
+        return self.writer_validity + LEASE_MARGIN
 
 
 # --- parsing of single values -------------------------------------------------------------
@@ -633,6 +657,34 @@ SETTINGS: tuple[Setting, ...] = (
         commands=SERVE,
         shown="agent_check_listen",
     ),
+    Setting(
+        "writer",
+        bool,
+        "take part in electing one writer through a lease row in the cluster and answer "
+        "/writer (needs CREATE, SELECT, INSERT, UPDATE ON galera_health.*)",
+        field="writer",
+        commands=SERVE,
+        shown="writer.enabled",
+    ),
+    Setting(
+        "writer_priority",
+        int,
+        "with writer: a node of higher priority takes the role back from a healthy writer of "
+        "lower priority (failback); 0 never asks for it",
+        field="writer_priority",
+        minimum=0,
+        commands=SERVE,
+        shown="writer.priority",
+    ),
+    Setting(
+        "writer_takeover",
+        float,
+        "with writer: seconds the lease must stand still before another node takes over",
+        field="writer_takeover_setting",
+        minimum=0.1,
+        default_text="interval + 2 s",
+        commands=SERVE,
+    ),
 )
 KEYS: dict[str, Setting] = {setting.key: setting for setting in SETTINGS}
 
@@ -669,10 +721,10 @@ def coerce(key: str, value: Any, source: str) -> Any:
         number = value
     else:
         raise ConfigError(f"{where} must be a number, got {type(value).__name__}")
-    if spec.kind is int and number != int(number):
-        raise ConfigError(f"{where} must be a whole number of seconds (the driver's unit)")
     if number != number or number in (float("inf"), float("-inf")):
         raise ConfigError(f"{where} must be a finite number")
+    if spec.kind is int and number != int(number):
+        raise ConfigError(f"{where} must be a whole number of seconds (the driver's unit)")
     if spec.minimum is not None and number < spec.minimum:
         raise ConfigError(f"{where} must be at least {spec.minimum:g}, got {number:g}")
     return int(number) if spec.kind is int else float(number)
@@ -864,6 +916,14 @@ def build_settings(layers: Sequence[dict[str, Any]], need_listen: bool = True) -
             f"statement_timeout ({timeouts.statement:g}) must be below read_timeout "
             f"({timeouts.read}) so the server ends a slow query before the client gives up"
         )
+    if settings.writer_takeover < settings.writer_validity + LEASE_MARGIN:
+        raise ConfigError(
+            f"writer_takeover ({settings.writer_takeover:g}) must be at least "
+            f"{settings.writer_validity + LEASE_MARGIN:g} s (interval + "
+            f"{LEASE_STATEMENT_TIMEOUT + HEALTHY_GRACE + LEASE_MARGIN:g} s): the writer answers "
+            f"200 up to {settings.writer_validity:g} s after its last renewal, and a take-over "
+            "before that would make two writers; raise it or leave it out"
+        )
     return settings
 
 
@@ -946,5 +1006,8 @@ def describe(settings: Settings) -> dict[str, Any]:
         healthy_max_age_seconds=settings.healthy_max_age,
         config_path=settings.config_path,
         driver_mode=DRIVER_MODE,
+    )
+    document["writer"].update(
+        takeover_seconds=settings.writer_takeover, validity_seconds=settings.writer_validity
     )
     return document

@@ -118,6 +118,15 @@ class AgentCollector(Collector):
                 age.add_metric([view.node], view.age_seconds)
             maintenance.add_metric([view.node], 0.0 if view.maintenance is None else 1.0)
         yield from (up, age, maintenance)
+        if self.store.writer_enabled:
+            writer = GaugeMetricFamily(
+                "galera_health_writer",
+                "1 when the node is the one writer (the /writer/<node> answer is 200), else 0.",
+                labels=["node"],
+            )
+            for role in self.store.writer_views():
+                writer.add_metric([role.node], 1.0 if role.writer else 0.0)
+            yield writer
         yield from self._poll_metrics()
         yield from self._wsrep_metrics(views)
 

@@ -22,8 +22,10 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from . import maintenance
+from . import lease, maintenance
 from .config import ConfigError, NodeAddress, Settings
+from .lease import Failure, Identity, LeaseState, Step
+from .lease_sql import LeaseClient
 from .probe import NodeProbe, probe_for
 from .stats import PollStats
 from .store import Transition, VerdictStore
@@ -130,7 +132,104 @@ class NodePoller:
             )
 
 
+class LeaseRunner:
+    """One node's part in the writer election (--writer): a job of its own, over a connection
+    of its own, so a lease statement waiting on replication never delays the health poll
+    (docs/architecture.md, "One writer"). Each poll: lease.start -> run the step -> lease.advance
+    -> ... (at most MAX_STEPS statements), publishing the state after each step."""
+
+    MAX_STEPS = 3
+
+    def __init__(
+        self,
+        name: str,
+        client: LeaseClient,
+        store: VerdictStore,
+        takeover: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.client = client
+        self.store = store
+        self.takeover = takeover
+        self._clock = clock
+        self.state = LeaseState(name)
+        self.retired = False
+        self.running_since: float | None = None
+
+    def run_once(self) -> LeaseState:
+        if self.retired:
+            self.client.close()
+            return self.state
+        self.running_since = self._clock()
+        try:
+            return self._run()
+        finally:
+            self.running_since = None
+
+    def _run(self) -> LeaseState:
+        before = self.state
+        usable = self.store.view(self.name).healthy
+        found = self.client.connect()
+        if isinstance(found, Failure):
+            self._set(lease.failed(before, found))
+            self._log(before)
+            return self.state
+        me: Identity = found
+        step: Step | None = lease.start(self.state, usable)
+        for _ in range(self.MAX_STEPS):
+            if step is None:
+                break
+            started = self._clock()
+            outcome = self.client.run(step)
+            state, step = lease.advance(
+                self.state, step, outcome, me, usable, self.takeover, started, self._clock()
+            )
+            self._set(state)
+        self._log(before)
+        return self.state
+
+    def _set(self, state: LeaseState) -> None:
+        self.state = state
+        self.store.publish_lease(state)
+
+    def _log(self, before: LeaseState) -> None:
+        after = self.state
+        old_holder = before.row.holder if before.row is not None else None
+        new_holder = after.row.holder if after.row is not None else None
+        if (
+            before.role == after.role
+            and (before.failure == after.failure)
+            and (old_holder == new_holder or after.role == lease.WRITER)
+        ):
+            return
+        level = logging.WARNING if after.role == lease.UNAVAILABLE else logging.INFO
+        if after.role == lease.WRITER:
+            what = f"writer (epoch {after.holding})"
+        elif after.role == lease.UNAVAILABLE:
+            what = f"no lease ({after.detail})"
+        else:
+            holder = new_holder or "none, the lease is free"
+            what = f"{after.role} (writer: {holder}{'; ' + after.detail if after.detail else ''})"
+        log.log(
+            level,
+            "%s: writer election: %s -> %s",
+            self.name,
+            before.role,
+            what,
+            extra={
+                "node": self.name,
+                "event": "writer",
+                "from": before.role,
+                "to": after.role,
+                "holder": new_holder,
+                "epoch": after.row.epoch if after.row is not None else None,
+            },
+        )
+
+
 HOUSEKEEPING_SECONDS = 0.25
+LEASE_JOB = "writer "
 
 
 class Poller:
@@ -149,7 +248,10 @@ class Poller:
         self._probe_factory = probe_factory
         self._reload_settings = reload_settings
         self.nodes: dict[str, NodePoller] = {}
+        self.leases: dict[str, LeaseRunner] = {}
         self.stats_by_node: dict[str, PollStats] = {}  # the same dict for the life of the agent
+        if settings.writer:
+            store.enable_writer(settings.writer_validity)
         self._scheduler = BackgroundScheduler(
             # one thread per node and one for housekeeping; a reload adding nodes adds threads
             executors={"default": ThreadPoolExecutor(max_workers=64)},
@@ -177,6 +279,13 @@ class Poller:
         node.kill_sessions_after = self._kill_after(self.settings)
         self.nodes[address.name] = node
         self.stats_by_node[address.name] = node.stats
+        if self.settings.writer:
+            self.leases[address.name] = LeaseRunner(
+                address.name,
+                LeaseClient(address, self.settings),
+                self.store,
+                self.settings.writer_takeover,
+            )
         return node
 
     @staticmethod
@@ -192,6 +301,16 @@ class Poller:
             next_run_time=datetime.now(timezone.utc),
             replace_existing=True,
         )
+        runner = self.leases.get(node.name)
+        if runner is not None:
+            self._scheduler.add_job(
+                runner.run_once,
+                IntervalTrigger(seconds=self.settings.interval),
+                id=LEASE_JOB + node.name,
+                name=f"writer lease {node.name}",
+                next_run_time=datetime.now(timezone.utc),
+                replace_existing=True,
+            )
 
     def start(self) -> None:
         # "skipped: maximum number of running instances reached" once per tick of a hung poll
@@ -215,11 +334,16 @@ class Poller:
         for node in self.nodes.values():
             if node.running_since is None:
                 node.probe.close()
+        for runner in self.leases.values():
+            if runner.running_since is None:
+                runner.client.close()
 
     def stats(self) -> dict[str, PollStats]:
         return self.stats_by_node
 
     def _on_skipped(self, event: JobExecutionEvent) -> None:
+        if event.job_id.startswith(LEASE_JOB):
+            return
         node = self.nodes.get(event.job_id)
         if node is not None:
             node.skipped += 1
@@ -283,6 +407,13 @@ class Poller:
                 old.listen.display(),
             )
             new = replace(new, listen=old.listen)
+        writer_settings = ("writer", "writer_priority", "writer_takeover_setting")
+        if any(getattr(new, key) != getattr(old, key) for key in writer_settings):
+            log.warning(
+                "config reload: writer, writer_priority and writer_takeover need a restart; "
+                "keeping the running ones",
+            )
+            new = replace(new, **{key: getattr(old, key) for key in writer_settings})
         if new.agent_check_listen != old.agent_check_listen:
             log.warning(
                 "config reload: agent_check_listen needs a restart; keeping %s",
@@ -298,6 +429,11 @@ class Poller:
             self.stats_by_node.pop(name, None)
             with contextlib.suppress(JobLookupError):
                 self._scheduler.remove_job(name)
+            runner = self.leases.pop(name, None)
+            if runner is not None:
+                runner.retired = True
+                with contextlib.suppress(JobLookupError):
+                    self._scheduler.remove_job(LEASE_JOB + name)
             if node.running_since is None:
                 node.probe.close()
         self.store.reconfigure(wanted, new.max_age, new.healthy_max_age)

@@ -175,6 +175,36 @@ def backoff_kinds() -> frozenset[str]:
     return frozenset({"access_denied", "too_many_connections", "auth_plugin_unsupported"})
 
 
+def connect_arguments(
+    address: NodeAddress, credentials: Credentials, timeouts: Timeouts, tls: Tls
+) -> dict[str, Any]:
+    """The driver's arguments for one connection to a node, every deadline set."""
+    arguments: dict[str, Any] = {
+        "user": credentials.user,
+        "password": credentials.password(),
+        "connection_timeout": timeouts.connect,
+        "read_timeout": timeouts.read,
+        "write_timeout": timeouts.write,
+        "use_pure": DRIVER_MODE == "pure",
+        "autocommit": True,
+        "allow_local_infile": False,
+        "conn_attrs": {"program_name": "galera-health"},
+    }
+    if tls.ca is not None:
+        arguments["ssl_ca"] = tls.ca
+        arguments["ssl_verify_cert"] = True
+        arguments["ssl_verify_identity"] = tls.verify_identity
+    if tls.cert is not None:
+        arguments["ssl_cert"] = tls.cert
+        arguments["ssl_key"] = tls.key
+    if address.unix_socket is not None:
+        arguments["unix_socket"] = address.unix_socket
+    else:
+        arguments["host"] = address.host
+        arguments["port"] = address.port
+    return arguments
+
+
 class NodeProbe:
     """Owns the connection to one node. Not thread-safe on purpose: the scheduler never runs
     two polls of one node at once, so one connection per node is a fact, not a hope."""
@@ -206,30 +236,7 @@ class NodeProbe:
         self._last_error: ProbeError | None = None
 
     def _connect_arguments(self) -> dict[str, Any]:
-        arguments: dict[str, Any] = {
-            "user": self.credentials.user,
-            "password": self.credentials.password(),
-            "connection_timeout": self.timeouts.connect,
-            "read_timeout": self.timeouts.read,
-            "write_timeout": self.timeouts.write,
-            "use_pure": DRIVER_MODE == "pure",
-            "autocommit": True,
-            "allow_local_infile": False,
-            "conn_attrs": {"program_name": "galera-health"},
-        }
-        if self.tls.ca is not None:
-            arguments["ssl_ca"] = self.tls.ca
-            arguments["ssl_verify_cert"] = True
-            arguments["ssl_verify_identity"] = self.tls.verify_identity
-        if self.tls.cert is not None:
-            arguments["ssl_cert"] = self.tls.cert
-            arguments["ssl_key"] = self.tls.key
-        if self.address.unix_socket is not None:
-            arguments["unix_socket"] = self.address.unix_socket
-        else:
-            arguments["host"] = self.address.host
-            arguments["port"] = self.address.port
-        return arguments
+        return connect_arguments(self.address, self.credentials, self.timeouts, self.tls)
 
     def _open(self) -> tuple[Connection, Any]:
         connection = self._connector(**self._connect_arguments())

@@ -5,8 +5,9 @@ reference and judge its age on the monotonic clock at read time. So a poller tha
 cannot keep a node healthy: its verdict simply grows stale (fail closed).
 
 Each writer has its one narrow method: the poll job `publish`es a verdict, housekeeping
-`set_maintenance`, the SIGTERM handler `start_drain`, and a reload `reconfigure`s the nodes and
-age limits. Everything else is read-only.
+`set_maintenance`, the SIGTERM handler `start_drain`, a reload `reconfigure`s the nodes and
+age limits, and with --writer a node's lease job `publish_lease`s its part in the election.
+Everything else is read-only.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from . import lease
+from .lease import LeaseState
 from .maintenance import Maintenance
 from .verdict import Verdict
 
@@ -29,6 +32,17 @@ class Transition:
     to_state: str
     reason: str
     healthy: bool
+
+
+@dataclass(frozen=True)
+class WriterView:
+    """What /writer says about one node right now."""
+
+    node: str
+    writer: bool
+    reason: str
+    lease: LeaseState | None
+    lease_age_seconds: float | None
 
 
 @dataclass(frozen=True)
@@ -68,6 +82,10 @@ class VerdictStore:
         self._maintenance: dict[str, Maintenance] = {}
         self._draining: str | None = None
         self._out_since: dict[str, float] = {}  # node -> monotonic start of drain/maintenance
+        # The writer election (None: --writer is off): each node's lease state, and how long a
+        # renewal vouches for the holder.
+        self._writer_validity: float | None = None
+        self._leases: dict[str, LeaseState] = {}
 
     @property
     def nodes(self) -> tuple[str, ...]:
@@ -225,3 +243,38 @@ class VerdictStore:
     def views(self) -> list[NodeView]:
         now = self._clock()
         return [self.view(node, now) for node in self.nodes]
+
+    # --- the writer election (--writer) ---------------------------------------------------
+
+    def enable_writer(self, validity: float) -> None:
+        """--writer: /writer answers from the lease states; a renewal vouches `validity` s."""
+        self._writer_validity = validity
+
+    @property
+    def writer_enabled(self) -> bool:
+        return self._writer_validity is not None
+
+    def publish_lease(self, state: LeaseState) -> None:
+        """A node's lease job: its latest part in the election (an atomic reference swap)."""
+        self._leases[state.node] = state
+
+    def lease(self, node: str) -> LeaseState | None:
+        return self._leases.get(node)
+
+    def writer_view(self, node: str, now: float | None = None) -> WriterView:
+        """/writer for a node: 200 only on the holder of a fresh lease whose /health is 200."""
+        now = self._clock() if now is None else now
+        if self._writer_validity is None:
+            return WriterView(
+                node, False, "writer election is off (start the agent with --writer)", None, None
+            )
+        health = self.view(node, now)
+        state = self._leases.get(node)
+        writer, reason = lease.answer(
+            state, health.healthy, health.reason, now, self._writer_validity
+        )
+        return WriterView(node, writer, reason, state, lease.lease_age(state, now))
+
+    def writer_views(self) -> list[WriterView]:
+        now = self._clock()
+        return [self.writer_view(node, now) for node in self.nodes]

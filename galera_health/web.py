@@ -24,14 +24,14 @@ from .facts import DRIVER_MODE
 from .metrics import make_registry
 from .stats import PollStats
 from .status_page import StatusPage
-from .store import NodeView, VerdictStore
+from .store import NodeView, VerdictStore, WriterView
 from .verdict import Policy
 
 Liveness = Callable[[], tuple[bool, str]]
 
 # Answered with the verdict, never need the status token, and take OPTIONS: `/` is one because
 # a load balancer left at its default probes it (Azure's path, HAProxy's bare `option httpchk`).
-PROBE_PATHS = frozenset({"/health", "/readyz", "/livez", "/"})
+PROBE_PATHS = frozenset({"/health", "/readyz", "/livez", "/", "/writer"})
 PROBE_METHODS = ("GET", "HEAD", "OPTIONS")
 PROBE_ALLOW = ", ".join(PROBE_METHODS)
 
@@ -88,7 +88,29 @@ def probe_answer(store: VerdictStore, liveness: Liveness, path: str) -> tuple[in
         return verdict_answer([store.view(path[8:])])
     if path == "/livez":
         return liveness_answer(liveness)
+    if path == "/writer":
+        return writer_answer(store)
+    if path.startswith("/writer/") and path[8:] in store.nodes:
+        return writer_node_answer(store.writer_view(path[8:]))
     return None
+
+
+def writer_node_answer(view: WriterView) -> tuple[int, str]:
+    return (200 if view.writer else 503), f"{view.node}: {view.reason}"
+
+
+def writer_answer(store: VerdictStore) -> tuple[int, str]:
+    """/writer: the answer for the agent's node. An agent watching several nodes answers 503
+    here (naming the writer): a write rule must ask /writer/<node>, or every backend probing
+    this one agent would get the same 200 and writes would spread again."""
+    views = store.writer_views()
+    if len(views) == 1:
+        return writer_node_answer(views[0])
+    writers = [v.node for v in views if v.writer]
+    return 503, (
+        f"this agent watches {len(views)} nodes: ask /writer/<node> "
+        f"(writer here: {', '.join(writers) or 'none'})"
+    )
 
 
 def liveness_answer(liveness: Liveness) -> tuple[int, str]:
@@ -257,6 +279,21 @@ def node_document(
     return document
 
 
+def writer_document(view: WriterView) -> dict[str, Any]:
+    """The node's part in the writer election: its /writer answer and the lease as it saw it."""
+    state, row = view.lease, view.lease.row if view.lease is not None else None
+    return {
+        "writer": view.writer,
+        "reason": view.reason,
+        "role": state.role if state is not None else "starting",
+        "holder": (row.holder or None) if row is not None else None,
+        "epoch": row.epoch if row is not None else None,
+        "counter": row.counter if row is not None else None,
+        "age_seconds": rounded(view.lease_age_seconds),
+        "requested_by": (row.next_holder or None) if row is not None else None,
+    }
+
+
 def iso(wall: float | None) -> str | None:
     return None if wall is None else datetime.fromtimestamp(wall, timezone.utc).isoformat()
 
@@ -349,6 +386,16 @@ def create_app(
     def livez() -> Response:
         return text_answer(liveness_answer(liveness))
 
+    @app.route("/writer", methods=PROBE_METHODS)
+    def writer() -> Response:
+        return text_answer(writer_answer(store))
+
+    @app.route("/writer/<node>", methods=PROBE_METHODS)
+    def writer_node(node: str) -> Response:
+        if node not in store.nodes:
+            return text(f"unknown node {node!r}; known: {', '.join(store.nodes)}", 404)
+        return text_answer(writer_node_answer(store.writer_view(node)))
+
     serves_page = surface != "probe"
 
     @app.route("/", methods=PROBE_METHODS)
@@ -371,7 +418,7 @@ def create_app(
 
             @app.before_request
             def require_token() -> Response | None:
-                if request.path in PROBE_PATHS or request.path.startswith("/health/"):
+                if request.path in PROBE_PATHS or request.path.startswith(("/health/", "/writer/")):
                     return None
                 offered = request.headers.get("Authorization", "")
                 expected = f"Bearer {status_token}"
@@ -402,6 +449,9 @@ def create_app(
                 "draining": store.draining,
                 "nodes": {v.node: node_document(store, v, current_policy()) for v in views},
             }
+            if store.writer_enabled:
+                for view in store.writer_views():
+                    document["nodes"][view.node]["writer"] = writer_document(view)
             if describe is not None:
                 document["agent"] = describe()
             response = jsonify(document)
@@ -419,7 +469,7 @@ def create_app(
 
     @app.errorhandler(404)
     def not_found(_: Exception) -> Response:
-        return text("not found; try /health, /readyz, /livez, /status, /metrics or /", 404)
+        return text("not found; try /health, /readyz, /livez, /writer, /status, /metrics or /", 404)
 
     @app.errorhandler(405)
     def not_allowed(error: MethodNotAllowed) -> Response:

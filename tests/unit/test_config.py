@@ -327,7 +327,10 @@ def test_describe_shows_every_setting_it_describes_and_no_secret(password_file: 
         "healthy_max_age_seconds", "timeouts_seconds", "policy", "drain_seconds", "state_dir",
         "kill_sessions", "kill_sessions_after_seconds", "tls", "status_listen", "status_token",
         "status_tls", "agent_check_listen", "config_path", "backoff_max_seconds",
-        "stuck_after_seconds", "listen", "log_level", "log_format", "driver_mode",
+        "stuck_after_seconds", "listen", "log_level", "log_format", "driver_mode", "writer",
+    }  # fmt: skip
+    assert document["writer"] == {
+        "enabled": False, "priority": 0, "takeover_seconds": 3.0, "validity_seconds": 2.5,
     }  # fmt: skip
     assert set(document["policy"]) == set(asdict(settings.policy))
     assert set(document["tls"]) == {"ca", "cert", "verify_identity"}

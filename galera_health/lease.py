@@ -1,0 +1,275 @@
+"""The writer election's decision, pure: the lease row observed + this node's own verdict + its
+own monotonic clock -> the next lease statement to run, and the role to answer /writer with.
+
+One row in the cluster (galera_health.writer_lease) says who the writer is. Galera certifies
+every conditional UPDATE of it, so among concurrent ones exactly one commits cluster-wide, and
+only a node in the Primary component commits at all. No wall clocks are compared: a contender
+takes over only when the row's version (epoch, counter) has not moved for `takeover` seconds on
+its own monotonic clock. docs/architecture.md, "One writer", says why and what was weighed.
+The statements themselves are in lease_sql.py; this module does no I/O and reads no clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class LeaseRow:
+    """The lease as one read of it found it. `holder_id` is "" when nobody holds it."""
+
+    holder: str = ""  # the holder's wsrep_node_name, for people
+    holder_id: str = ""  # the holder's wsrep_gcomm_uuid: the identity that renews
+    priority: int = 0  # the holder's writer_priority
+    epoch: int = 0  # +1 at every change of holder
+    counter: int = 0  # +1 at every write of the row
+    next_holder: str = ""  # a node of higher priority asking for the role (failback)
+    next_holder_id: str = ""
+    next_priority: int = 0
+
+    @property
+    def version(self) -> tuple[int, int]:
+        return self.epoch, self.counter
+
+    @property
+    def released(self) -> bool:
+        return not self.holder_id
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who this contender is in the cluster (read from its node) and its writer_priority."""
+
+    name: str
+    id: str
+    priority: int = 0
+
+
+# --- the statements the decision asks for -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Read:
+    """Read the row, waiting until the node has applied everything committed before (sync wait)."""
+
+
+@dataclass(frozen=True)
+class Renew:
+    """Advance the counter, only while we hold `epoch` and nobody asked for the role."""
+
+    epoch: int
+
+
+@dataclass(frozen=True)
+class Acquire:
+    """Become the holder, only if the row still is at the version we judged (free or dead)."""
+
+    row: LeaseRow
+
+
+@dataclass(frozen=True)
+class Release:
+    """Give the role up at once (maintenance, drain, the node unusable): nobody waits for it."""
+
+    epoch: int
+
+
+@dataclass(frozen=True)
+class RequestHandover:
+    """writer_priority: ask the live holder of lower priority to hand the role to us."""
+
+    row: LeaseRow
+
+
+@dataclass(frozen=True)
+class HandOver:
+    """The holder hands the role to the node that asked for it (it renews before it is 200)."""
+
+    row: LeaseRow
+
+
+Step = Read | Renew | Acquire | Release | RequestHandover | HandOver
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A lease statement did not run: `kind` is a stable word (no_grant, timeout, conflict,
+    not_primary, unreachable, error), `detail` one safe line."""
+
+    kind: str
+    detail: str
+
+
+# What running a step gave: the row for Read, whether the UPDATE changed the row (it is
+# committed: autocommit, certified) for the others, or why it failed.
+Outcome = LeaseRow | bool | Failure
+
+
+# --- what a contender remembers between polls, and publishes ------------------------------
+
+WRITER = "writer"
+STANDBY = "standby"
+OUT = "out"  # its own node is not usable: not a candidate
+UNAVAILABLE = "unavailable"  # a lease statement failed (no grant, timeout, non-Primary, ...)
+STARTING = "starting"
+
+
+@dataclass(frozen=True)
+class LeaseState:
+    """One node's part in the election: what it last saw of the row and whether it holds it.
+    Published to the store after every step; /writer judges it at read time."""
+
+    node: str
+    role: str = STARTING
+    detail: str = ""
+    row: LeaseRow | None = None
+    seen_at: float | None = None  # monotonic: when row.version was first seen (moved)
+    holding: int | None = None  # the epoch this node holds
+    renewed_at: float | None = None  # monotonic start of the last committed renewal
+    failure: str | None = None  # Failure.kind while unavailable
+
+
+def failed(state: LeaseState, failure: Failure) -> LeaseState:
+    """A lease statement failed: not the writer, at once (fail closed). What was seen is kept,
+    so a failed read never restarts the take-over clock of a holder that has stopped."""
+    return replace(
+        state,
+        role=UNAVAILABLE,
+        detail=failure.detail,
+        holding=None,
+        renewed_at=None,
+        failure=failure.kind,
+    )
+
+
+def start(state: LeaseState, usable: bool) -> Step:
+    """The first statement of a poll: the holder renews (or releases) without reading first;
+    everyone else reads."""
+    if state.holding is not None:
+        return Renew(state.holding) if usable else Release(state.holding)
+    return Read()
+
+
+def _seen(state: LeaseState, row: LeaseRow, now: float) -> LeaseState:
+    moved = state.row is None or state.seen_at is None or state.row.version != row.version
+    return replace(state, row=row, seen_at=now if moved else state.seen_at)
+
+
+def advance(
+    state: LeaseState,
+    step: Step,
+    outcome: Outcome,
+    me: Identity,
+    usable: bool,
+    takeover: float,
+    started: float,
+    now: float,
+) -> tuple[LeaseState, Step | None]:
+    """The new state after `step` gave `outcome`, and the next statement of this poll (None: done).
+    `started`: the monotonic time the step's statement was sent (a renewal's 200 counts from
+    it, never from its answer); `now`: after the answer (a version counts as seen from then)."""
+    if isinstance(outcome, Failure):
+        return failed(state, outcome), None
+    state = replace(state, failure=None)
+    if isinstance(step, Read):
+        assert isinstance(outcome, LeaseRow)
+        return _after_read(_seen(state, outcome, now), outcome, me, usable, takeover, now)
+    assert isinstance(outcome, bool)
+    changed = outcome
+    if isinstance(step, (Renew, Acquire)):
+        if not changed:
+            # Not (or no longer) ours, or someone asked for it: read to learn which.
+            lost = replace(state, role=STANDBY, detail="", holding=None, renewed_at=None)
+            return lost, Read() if isinstance(step, Renew) else None
+        epoch = step.epoch if isinstance(step, Renew) else step.row.epoch + 1
+        base = state.row if state.row is not None else LeaseRow()
+        row = replace(
+            base,
+            holder=me.name,
+            holder_id=me.id,
+            priority=me.priority if isinstance(step, Acquire) else base.priority,
+            epoch=epoch,
+            counter=(step.row.counter if isinstance(step, Acquire) else base.counter) + 1,
+            next_holder="",
+            next_holder_id="",
+            next_priority=0,
+        )
+        won = replace(
+            state,
+            role=WRITER,
+            detail="",
+            row=row,
+            seen_at=now,
+            holding=epoch,
+            renewed_at=started,
+        )
+        return won, None
+    if isinstance(step, Release):
+        out = replace(state, role=OUT, detail="released the lease", holding=None, renewed_at=None)
+        return out, None
+    if isinstance(step, HandOver):
+        detail = f"handed over to {step.row.next_holder}" if changed else ""
+        return replace(state, role=STANDBY, detail=detail, holding=None, renewed_at=None), None
+    # RequestHandover
+    detail = "asked for the role (writer_priority)" if changed else ""
+    return replace(state, role=STANDBY, detail=detail), None
+
+
+def _after_read(
+    state: LeaseState, row: LeaseRow, me: Identity, usable: bool, takeover: float, now: float
+) -> tuple[LeaseState, Step | None]:
+    if row.holder_id == me.id:
+        # Ours (an agent restarted while its node kept the role, or a hand-over to us): prove it
+        # by a renewal before answering 200, or give it up.
+        if not usable:
+            return state, Release(row.epoch)
+        if row.next_holder_id and row.next_holder_id != me.id:
+            return state, HandOver(row)
+        return state, Renew(row.epoch)
+    if not usable:
+        return replace(state, role=OUT, detail=""), None
+    if row.released:
+        return replace(state, role=STANDBY, detail="the lease is free"), Acquire(row)
+    assert state.seen_at is not None
+    still = now - state.seen_at
+    if still >= takeover:
+        detail = f"{row.holder} did not renew for {still:.1f} s"
+        return replace(state, role=STANDBY, detail=detail), Acquire(row)
+    if me.priority > row.priority and not row.next_holder_id:
+        return replace(state, role=STANDBY, detail=""), RequestHandover(row)
+    return replace(state, role=STANDBY, detail=""), None
+
+
+# --- the answer ----------------------------------------------------------------------------
+
+
+def answer(
+    state: LeaseState | None, health_ok: bool, health_reason: str, now: float, validity: float
+) -> tuple[bool, str]:
+    """/writer for one node: 200 only on the holder whose last renewal started within
+    `validity` (interval + the lease deadline + grace) and whose /health is 200; else 503 with
+    a reason that names the writer."""
+    if not health_ok:
+        return False, health_reason
+    if state is None or state.role == STARTING:
+        return False, "starting (no lease read yet)"
+    if state.role == UNAVAILABLE:
+        return False, f"no lease ({state.detail})"
+    if state.role == WRITER and state.renewed_at is not None:
+        age = now - state.renewed_at
+        epoch = state.holding
+        if age <= validity:
+            return True, f"writer (epoch {epoch})"
+        return False, f"writer lease not renewed for {age:.1f} s (valid {validity:g} s)"
+    row = state.row
+    if row is None or row.released:
+        return False, f"standby (no writer: {state.detail or 'the lease is free'})"
+    extra = f"; {state.detail}" if state.detail else ""
+    return False, f"standby (writer: {row.holder}{extra})"
+
+
+def lease_age(state: LeaseState | None, now: float) -> float | None:
+    """Seconds since this node last saw the lease move (renewed it, for the holder)."""
+    if state is None or state.seen_at is None:
+        return None
+    return now - state.seen_at

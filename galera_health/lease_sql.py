@@ -1,0 +1,286 @@
+"""The writer lease's SQL, at the edge: one connection per node of its own, every statement under
+a short deadline, each step of lease.py turned into one statement.
+
+Why a connection of its own and not the health poll's (docs/architecture.md, "One writer"): a
+lease write commits through replication, and while another member is frozen every commit in
+the cluster waits until Galera evicts it (measured: an UPDATE blocked 3.2 s at
+evs.suspect_timeout PT3S, max_statement_time did not stop it). On the poll's connection that
+wait would delay the next health poll, or poison the connection it needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import mysql.connector
+from mysql.connector import errors as myerrors
+
+from .config import LEASE_STATEMENT_TIMEOUT, NodeAddress, Settings, Timeouts
+from .lease import (
+    Acquire,
+    Failure,
+    HandOver,
+    Identity,
+    LeaseRow,
+    Outcome,
+    Read,
+    Release,
+    Renew,
+    RequestHandover,
+    Step,
+)
+from .probe import Connector, classify_error, connect_arguments, first_line
+
+SCHEMA = "galera_health"
+TABLE = f"{SCHEMA}.writer_lease"
+GRANT = f"CREATE, SELECT, INSERT, UPDATE ON {SCHEMA}.*"
+COLUMNS = "holder, holder_id, priority, epoch, counter, next_holder, next_holder_id, next_priority"
+CREATE_SCHEMA = f"CREATE DATABASE IF NOT EXISTS {SCHEMA}"
+CREATE_TABLE = (
+    f"CREATE TABLE IF NOT EXISTS {TABLE} ("
+    "id TINYINT UNSIGNED NOT NULL PRIMARY KEY, "
+    "holder VARCHAR(64) NOT NULL DEFAULT '', "
+    "holder_id VARCHAR(64) NOT NULL DEFAULT '', "
+    "priority INT UNSIGNED NOT NULL DEFAULT 0, "
+    "epoch BIGINT UNSIGNED NOT NULL DEFAULT 0, "
+    "counter BIGINT UNSIGNED NOT NULL DEFAULT 0, "
+    "next_holder VARCHAR(64) NOT NULL DEFAULT '', "
+    "next_holder_id VARCHAR(64) NOT NULL DEFAULT '', "
+    "next_priority INT UNSIGNED NOT NULL DEFAULT 0"
+    ") ENGINE=InnoDB COMMENT='galera-health writer lease: one row, written by the agents'"
+)
+CREATE_ROW = f"INSERT IGNORE INTO {TABLE} (id) VALUES (1)"
+# The read must see the latest lease: wsrep_sync_wait for this statement only (a session or
+# global value would make the health poll's status read wait too).
+READ = f"SET STATEMENT wsrep_sync_wait = 1 FOR SELECT {COLUMNS} FROM {TABLE} WHERE id = 1"
+NOBODY_NEXT = "next_holder = '', next_holder_id = '', next_priority = 0"
+RENEW = (
+    f"UPDATE {TABLE} SET counter = counter + 1 "
+    "WHERE id = 1 AND holder_id = %s AND epoch = %s AND next_holder_id = ''"
+)
+ACQUIRE = (
+    f"UPDATE {TABLE} SET holder = %s, holder_id = %s, priority = %s, epoch = epoch + 1, "
+    f"counter = counter + 1, {NOBODY_NEXT} WHERE id = 1 AND epoch = %s AND counter = %s"
+)
+RELEASE = (
+    f"UPDATE {TABLE} SET holder = '', holder_id = '', priority = 0, counter = counter + 1, "
+    f"{NOBODY_NEXT} WHERE id = 1 AND holder_id = %s AND epoch = %s"
+)
+REQUEST = (
+    f"UPDATE {TABLE} SET next_holder = %s, next_holder_id = %s, next_priority = %s "
+    "WHERE id = 1 AND holder_id = %s AND epoch = %s AND next_holder_id = ''"
+)
+HAND_OVER = (
+    f"UPDATE {TABLE} SET holder = next_holder, holder_id = next_holder_id, "
+    f"priority = next_priority, epoch = epoch + 1, counter = counter + 1, {NOBODY_NEXT} "
+    "WHERE id = 1 AND holder_id = %s AND epoch = %s AND next_holder_id = %s"
+)
+IDENTITY = (
+    "SELECT @@GLOBAL.wsrep_node_name, (SELECT VARIABLE_VALUE FROM "
+    "information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'WSREP_GCOMM_UUID')"
+)
+
+ER_DBACCESS_DENIED = 1044
+ER_TABLEACCESS_DENIED = 1142
+ER_COLUMNACCESS_DENIED = 1143
+ER_SPECIFIC_ACCESS_DENIED = 1227
+ER_BAD_DB = 1049
+ER_NO_SUCH_TABLE = 1146
+ER_LOCK_DEADLOCK = 1213  # certification lost to a concurrent write of the row
+ER_LOCK_WAIT_TIMEOUT = 1205
+ER_UNKNOWN_COM = 1047  # WSREP has not yet prepared node for application use
+ER_READ_ONLY = 1290
+NO_GRANT = frozenset(
+    {ER_DBACCESS_DENIED, ER_TABLEACCESS_DENIED, ER_COLUMNACCESS_DENIED, ER_SPECIFIC_ACCESS_DENIED}
+)
+MISSING = frozenset({ER_BAD_DB, ER_NO_SUCH_TABLE})
+
+
+def lease_timeouts(timeouts: Timeouts) -> Timeouts:
+    """The lease connection's deadlines: connect like the poll, every statement 1 s (the
+    driver's shortest), the server's max_statement_time just below it."""
+    return Timeouts(
+        connect=timeouts.connect,
+        read=LEASE_STATEMENT_TIMEOUT,
+        write=LEASE_STATEMENT_TIMEOUT,
+        statement=0.9 * LEASE_STATEMENT_TIMEOUT,
+    )
+
+
+def classify(exc: BaseException, user: str, timeouts: Timeouts, connecting: bool) -> Failure:
+    """One line per cause; a missing grant names the statement that fixes it."""
+    errno = getattr(exc, "errno", None) or 0
+    if isinstance(exc, myerrors.Error) and errno in NO_GRANT:
+        return Failure(
+            "no_grant",
+            f"the monitor user may not use {SCHEMA}: GRANT {GRANT} TO '{user}'@'<host>'",
+        )
+    if errno == ER_LOCK_DEADLOCK:
+        return Failure("conflict", "lost to a concurrent write of the lease (certification)")
+    if errno == ER_UNKNOWN_COM:
+        return Failure("not_primary", "the node cannot commit: not in the Primary component")
+    if errno == ER_READ_ONLY:
+        return Failure("read_only", "the node is read-only")
+    if errno == ER_LOCK_WAIT_TIMEOUT:
+        return Failure("timeout", "the lease row stayed locked past the lease deadline")
+    error = classify_error(exc, timeouts, connecting)
+    if error.kind == "timeout" and not connecting:
+        return Failure(
+            "timeout", f"a lease statement got no answer within {timeouts.read} s (lease deadline)"
+        )
+    return Failure(error.kind, first_line(error.detail))
+
+
+def server_side(exc: BaseException) -> bool:
+    """An error the server answered with: the connection is still in step and can be kept.
+    Anything else (a timeout, a lost socket) may have poisoned it: it is thrown away."""
+    errno = getattr(exc, "errno", None) or 0
+    return isinstance(exc, myerrors.DatabaseError) and 1000 <= errno < 2000
+
+
+class LeaseClient:
+    """Runs the steps of lease.py over the node's lease connection. Not thread-safe on purpose:
+    only the node's lease job uses it."""
+
+    def __init__(
+        self,
+        address: NodeAddress,
+        settings: Settings,
+        connector: Connector | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.address = address
+        self.credentials = settings.credentials
+        self.tls = settings.tls
+        self.priority = settings.writer_priority
+        self.timeouts = lease_timeouts(settings.timeouts)
+        self.backoff_max = settings.backoff_max
+        self.interval = settings.interval
+        self._connector: Connector = connector or mysql.connector.connect
+        self._clock = clock
+        self._connection: Any = None
+        self._cursor: Any = None
+        self.identity: Identity | None = None
+        self._retry_at = 0.0
+        self._failures_in_backoff = 0
+        self._last_failure: Failure | None = None
+
+    def _open(self) -> None:
+        connection = self._connector(
+            **connect_arguments(self.address, self.credentials, self.timeouts, self.tls)
+        )
+        try:
+            cursor = connection.cursor()
+            cursor.execute(
+                "SET SESSION wsrep_sync_wait = 0, innodb_lock_wait_timeout = 1, "
+                f"max_statement_time = {self.timeouts.statement:g}"
+            )
+            cursor.execute(IDENTITY)
+            row = cursor.fetchone()
+        except BaseException:
+            connection.shutdown()
+            raise
+        name, gcomm = (str(v) if v is not None else "" for v in (row or (None, None)))
+        if not gcomm:
+            connection.shutdown()
+            raise myerrors.InterfaceError("the node has no Galera identity (wsrep_gcomm_uuid)")
+        self.identity = Identity(name or self.address.name, gcomm, self.priority)
+        self._connection, self._cursor = connection, cursor
+
+    def connect(self) -> Identity | Failure:
+        """The node's identity over a working connection, or why there is none."""
+        now = self._clock()
+        if self._last_failure is not None and now < self._retry_at:
+            return self._last_failure
+        if self._cursor is not None and self.identity is not None:
+            return self.identity
+        try:
+            self._open()
+        except Exception as exc:
+            return self._failed(exc, connecting=True)
+        assert self.identity is not None
+        self._failures_in_backoff, self._last_failure = 0, None
+        return self.identity
+
+    def run(self, step: Step) -> Outcome:
+        """One step as one statement; never raises."""
+        if self._cursor is None or self.identity is None:
+            found = self.connect()
+            if isinstance(found, Failure):
+                return found
+        try:
+            return self._execute(step)
+        except Exception as exc:
+            return self._failed(exc, connecting=False)
+
+    def _execute(self, step: Step) -> Outcome:
+        me, cursor = self.identity, self._cursor
+        assert me is not None
+        if isinstance(step, Read):
+            return self._read(cursor)
+        if isinstance(step, Renew):
+            cursor.execute(RENEW, (me.id, step.epoch))
+        elif isinstance(step, Acquire):
+            row = step.row
+            cursor.execute(ACQUIRE, (me.name, me.id, me.priority, row.epoch, row.counter))
+        elif isinstance(step, Release):
+            cursor.execute(RELEASE, (me.id, step.epoch))
+        elif isinstance(step, RequestHandover):
+            row = step.row
+            cursor.execute(REQUEST, (me.name, me.id, me.priority, row.holder_id, row.epoch))
+        else:
+            assert isinstance(step, HandOver)
+            cursor.execute(HAND_OVER, (me.id, step.row.epoch, step.row.next_holder_id))
+        return bool(cursor.rowcount == 1)
+
+    def _read(self, cursor: Any) -> LeaseRow:
+        try:
+            cursor.execute(READ)
+            found = cursor.fetchall()
+        except myerrors.DatabaseError as exc:
+            if exc.errno not in MISSING:
+                raise
+            found = []
+        if not found:
+            # First start of the first agent: create the table and the row (the DDL replicates
+            # in total order; concurrent creators are harmless, IF NOT EXISTS / IGNORE).
+            cursor.execute(CREATE_SCHEMA)
+            cursor.execute(CREATE_TABLE)
+            cursor.execute(CREATE_ROW)
+            return LeaseRow()
+        values = found[0]
+        texts = [str(v) for v in values]
+        return LeaseRow(
+            holder=texts[0],
+            holder_id=texts[1],
+            priority=int(values[2]),
+            epoch=int(values[3]),
+            counter=int(values[4]),
+            next_holder=texts[5],
+            next_holder_id=texts[6],
+            next_priority=int(values[7]),
+        )
+
+    def _failed(self, exc: BaseException, connecting: bool) -> Failure:
+        failure = classify(exc, self.credentials.user, self.timeouts, connecting)
+        if connecting or not server_side(exc):
+            self.discard()
+        if failure.kind in ("access_denied", "too_many_connections", "auth_plugin_unsupported"):
+            self._failures_in_backoff += 1
+            delay = min(self.backoff_max, self.interval * 2**self._failures_in_backoff)
+            self._retry_at = self._clock() + delay
+            self._last_failure = replace(failure, detail=f"{failure.detail} (retrying later)")
+        return failure
+
+    def discard(self) -> None:
+        """Close without COM_QUIT: a stalled socket must not block the lease job again."""
+        connection, self._connection, self._cursor = self._connection, None, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.shutdown()
+
+    close = discard

@@ -1,0 +1,355 @@
+"""One writer (`--writer`): a lease row elected through the real cluster, one agent per node with
+default settings, every agent's /writer sampled every 100 ms across each scenario.
+
+Bounds (issue 12): exactly one 200 in steady state; maintenance or drain of the writer -> a new
+writer within 3 s; freeze, kill -9, split of the writer or its agent killed -> within 6 s; at most
+1 s with two 200s in any event; each event moves the role once (no move back).
+"""
+
+from __future__ import annotations
+
+import http.client
+import itertools
+import os
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from galera_health.testbed import GaleraTestbed
+
+from .agent import AgentProcess
+from .conftest import restore
+
+pytestmark = pytest.mark.galera
+
+USER = "gh_writer"
+GRANT = "CREATE, SELECT, INSERT, UPDATE ON galera_health.*"
+SAMPLE_EVERY = 0.1
+MAINTENANCE_BOUND = 3.0
+FAULT_BOUND = 6.0
+OVERLAP_BOUND = 1.0
+NAMES = ("n1", "n2", "n3")
+
+
+def get_status(port: int, path: str, timeout: float = 0.5) -> tuple[int, str]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    except OSError:
+        return 0, ""
+    finally:
+        connection.close()
+
+
+@dataclass
+class Sample:
+    at: float
+    writers: tuple[str, ...]
+
+
+@dataclass
+class Sampler:
+    """Asks every agent's /writer every 100 ms, in a thread, and keeps what each answered."""
+
+    agents: dict[str, AgentProcess]
+    samples: list[Sample] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="writer-sampler", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            writers = tuple(
+                name
+                for name, agent in list(self.agents.items())
+                if get_status(agent.port, "/writer")[0] == 200
+            )
+            self.samples.append(Sample(started, writers))
+            self._stop.wait(max(0.0, SAMPLE_EVERY - (time.monotonic() - started)))
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def since(self, start: float) -> list[Sample]:
+        return [s for s in list(self.samples) if s.at >= start]
+
+    def wait(self, predicate: Callable[[Sample], bool], start: float, timeout: float) -> Sample:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for sample in self.since(start):
+                if predicate(sample):
+                    return sample
+            time.sleep(0.05)
+        last = self.samples[-1] if self.samples else None
+        raise AssertionError(f"no matching /writer sample within {timeout} s; last: {last}")
+
+    def current_writer(self, timeout: float = 30.0) -> str:
+        """The one writer, once every agent has agreed on it for a second."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            recent = self.since(time.monotonic() - 1.0)
+            steady = len(recent) >= 5 and len({s.writers for s in recent}) == 1
+            if steady and len(recent[-1].writers) == 1:
+                return recent[-1].writers[0]
+            time.sleep(0.1)
+        raise AssertionError(f"no steady single writer; last samples: {self.samples[-10:]}")
+
+
+@dataclass
+class Figures:
+    """One event's figures from the samples: seconds with two or more 200s, with none, the
+    moves of the role, and when the new writer answered."""
+
+    overlap: float
+    gap: float
+    moves: int
+    writers: list[str]
+
+
+def figures(samples: list[Sample], until: float | None = None) -> Figures:
+    if until is not None:
+        samples = [s for s in samples if s.at <= until]
+    overlap = gap = 0.0
+    moves, writers, last = 0, [], None
+    for sample, following in itertools.pairwise(samples):
+        width = following.at - sample.at
+        if len(sample.writers) >= 2:
+            overlap += width
+        elif not sample.writers:
+            gap += width
+        if len(sample.writers) == 1:
+            if last is not None and sample.writers[0] != last:
+                moves += 1
+            if sample.writers[0] != last:
+                writers.append(sample.writers[0])
+            last = sample.writers[0]
+    return Figures(round(overlap, 2), round(gap, 2), moves, writers)
+
+
+@pytest.fixture(scope="module")
+def writer_account(cluster: GaleraTestbed) -> Iterator[tuple[str, str]]:
+    """An account with the lease's grant, beside the USAGE-only monitor account."""
+    password = cluster.monitor_password
+    cluster.node("n1").sql(
+        " ".join(
+            f"CREATE USER IF NOT EXISTS '{USER}'@'{host}' IDENTIFIED BY '{password}'; "
+            f"GRANT {GRANT} TO '{USER}'@'{host}';"
+            for host in ("127.0.0.1", "localhost")
+        )
+    )
+    yield USER, cluster.password_file
+
+
+class Election:
+    """One agent per node with --writer (default settings), each with its own state_dir."""
+
+    def __init__(self, cluster: GaleraTestbed, user: str, password_file: str) -> None:
+        self.cluster = cluster
+        self.user = user
+        self.password_file = password_file
+        self.base = Path(tempfile.mkdtemp(prefix="galera-health-writer-"))
+        self.agents: dict[str, AgentProcess] = {}
+        for name in NAMES:
+            self.agents[name] = self.start_agent(name)
+        self.sampler = Sampler(self.agents)
+
+    def state_dir(self, name: str) -> Path:
+        path = self.base / name
+        path.mkdir(exist_ok=True)
+        return path
+
+    def start_agent(self, name: str) -> AgentProcess:
+        node = self.cluster.node(name)
+        return AgentProcess(
+            [f"{name}={node.address()}"],
+            self.user,
+            self.password_file,
+            ["--writer", "--state-dir", str(self.state_dir(name))],
+        )
+
+    def restart_agent(self, name: str) -> None:
+        self.agents[name].stop()
+        self.agents[name] = self.start_agent(name)
+
+    def health(self, name: str) -> int:
+        return get_status(self.agents[name].port, "/health")[0]
+
+    def wait_healthy(self, name: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.health(name) != 200:
+            assert time.monotonic() < deadline, f"{name}'s agent never answered /health 200"
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.sampler.stop()
+        for agent in self.agents.values():
+            agent.stop()
+
+
+@pytest.fixture(scope="module")
+def election(cluster: GaleraTestbed, writer_account: tuple[str, str]) -> Iterator[Election]:
+    restore(cluster)
+    running = Election(cluster, *writer_account)
+    running.sampler.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+        restore(cluster)
+
+
+def event(
+    election: Election,
+    what: str,
+    inject: Callable[[str], None],
+    repair: Callable[[str], None],
+    bound: float,
+) -> None:
+    """Inject a fault on the writer, wait for a new one within `bound`, repair, wait until the
+    old writer's node is healthy again, and check the role moved exactly once."""
+    restore(election.cluster)
+    for name in NAMES:
+        election.wait_healthy(name)
+    old = election.sampler.current_writer()
+    start = time.monotonic()
+    inject(old)
+    new = election.sampler.wait(lambda s: len(s.writers) == 1 and s.writers[0] != old, start, 30)
+    took = new.at - start
+    time.sleep(1.0)
+    repaired = time.monotonic()
+    repair(old)
+    restore(election.cluster)
+    election.wait_healthy(old)
+    time.sleep(3.0)  # the old writer is back and healthy: the role must stay where it went
+    fault = figures(election.sampler.since(start - 0.5), until=repaired)
+    after = figures(election.sampler.since(repaired))
+    print(
+        f"\nwriter {what}: new writer {new.writers[0]} after {took:.2f} s, "
+        f"two writers {fault.overlap:.2f} s, none {fault.gap:.2f} s, moves {fault.moves}; "
+        f"after the repair: two writers {after.overlap:.2f} s, none {after.gap:.2f} s, "
+        f"writers {' -> '.join(after.writers)}"
+    )
+    assert took <= bound, f"{what}: new writer after {took:.2f} s > {bound} s"
+    assert fault.overlap <= OVERLAP_BOUND, f"{what}: two writers for {fault.overlap} s"
+    assert after.overlap <= OVERLAP_BOUND, f"{what}: two writers for {after.overlap} s"
+    assert fault.moves == 1, f"{what}: the role moved {fault.moves} times: {fault.writers}"
+    # A rejoining node may take a Donor from the others (the new writer then hands the role
+    # on), but the role never goes back to the node that lost it.
+    assert old not in after.writers, f"{what}: the role moved back: {after.writers}"
+
+
+def test_steady_state_has_exactly_one_writer(election: Election) -> None:
+    writer = election.sampler.current_writer(timeout=40)
+    start = time.monotonic()
+    time.sleep(5.0)
+    samples = election.sampler.since(start)
+    assert len(samples) >= 25, len(samples)
+    assert all(s.writers == (writer,) for s in samples), [
+        s for s in samples if s.writers != (writer,)
+    ]
+    others = [n for n in NAMES if n != writer]
+    status, body = get_status(election.agents[others[0]].port, "/writer")
+    assert status == 503 and body == f"{others[0]}: standby (writer: {writer})\n", body
+    status, body = get_status(election.agents[writer].port, "/writer")
+    assert status == 200 and body.startswith(f"{writer}: writer (epoch "), body
+    document = election.agents[writer].status()["nodes"][writer]["writer"]
+    assert document["writer"] is True and document["holder"] == writer, document
+    assert document["epoch"] >= 1 and 0 <= document["age_seconds"] < 2.5, document
+    metrics = get_status(election.agents[writer].port, "/metrics")[1]
+    assert f'galera_health_writer{{node="{writer}"}} 1.0' in metrics
+
+
+def test_maintenance_of_the_writer(election: Election) -> None:
+    def inject(name: str) -> None:
+        (election.state_dir(name) / "maintenance").write_text("")
+
+    def repair(name: str) -> None:
+        (election.state_dir(name) / "maintenance").unlink()
+
+    event(election, "maintenance", inject, repair, MAINTENANCE_BOUND)
+
+
+def test_drain_of_the_writer(election: Election) -> None:
+    def inject(name: str) -> None:
+        os.kill(election.agents[name].pid, signal.SIGTERM)
+
+    def repair(name: str) -> None:
+        election.restart_agent(name)
+
+    event(election, "drain (SIGTERM)", inject, repair, MAINTENANCE_BOUND)
+
+
+def test_writer_agent_killed(election: Election) -> None:
+    def inject(name: str) -> None:
+        os.kill(election.agents[name].pid, signal.SIGKILL)
+
+    def repair(name: str) -> None:
+        election.restart_agent(name)
+
+    event(election, "agent killed", inject, repair, FAULT_BOUND)
+
+
+def test_writer_frozen(election: Election) -> None:
+    event(
+        election,
+        "frozen (SIGSTOP)",
+        lambda name: election.cluster.node(name).freeze(),
+        lambda name: election.cluster.node(name).thaw(),
+        FAULT_BOUND,
+    )
+
+
+def test_writer_split(election: Election) -> None:
+    event(
+        election,
+        "split (gmcast.isolate)",
+        lambda name: election.cluster.node(name).isolate(True),
+        lambda name: election.cluster.node(name).isolate(False),
+        FAULT_BOUND,
+    )
+
+
+def test_writer_killed(election: Election) -> None:
+    def repair(name: str) -> None:
+        election.cluster.node(name).start()
+
+    event(
+        election,
+        "kill -9 of mariadbd",
+        lambda name: election.cluster.node(name).kill(),
+        repair,
+        FAULT_BOUND,
+    )
+
+
+def test_missing_grant_is_one_line_and_health_is_unaffected(cluster: GaleraTestbed) -> None:
+    node = cluster.node("n2")
+    with AgentProcess(
+        [f"n2={node.address()}"], cluster.monitor_user, cluster.password_file, ["--writer"]
+    ) as agent:
+        agent.wait_for(lambda a: a.status == 200, "/health", timeout=30)
+        _, answer = agent.wait_for(lambda a: "GRANT" in a.body, "/writer", timeout=15)
+        assert answer.status == 503
+        assert answer.body == (
+            f"n2: no lease (the monitor user may not use galera_health: GRANT {GRANT} "
+            f"TO '{cluster.monitor_user}'@'<host>')\n"
+        ), answer.body
+        time.sleep(2.5)  # several polls: still one line, /health still 200
+        assert agent.get("/health").status == 200
+    lines = [line for line in agent.output().splitlines() if "GRANT" in line]
+    assert len(lines) == 1, agent.output()
+    assert "Traceback" not in agent.output()
