@@ -221,6 +221,7 @@ def _after_read(
     if row.holder_id == me.id:
         # Ours (an agent restarted while its node kept the role, or a hand-over to us): prove it
         # by a renewal before answering 200, or give it up.
+        state = replace(state, role=STANDBY, detail="")
         if not usable:
             return state, Release(row.epoch)
         if row.next_holder_id and row.next_holder_id != me.id:

@@ -112,6 +112,14 @@ Cross-field checks the JSON schema cannot express; each stops rendering with one
 {{- if and (not (kindIs "invalid" .Values.agent.status.port)) (eq (int .Values.agent.status.port) (int .Values.agent.port)) -}}
 {{- fail "agent.status.port must differ from agent.port (null serves /status and /metrics on agent.port)" -}}
 {{- end -}}
+{{- if .Values.writerService.enabled -}}
+{{- if not $a.writer -}}
+{{- fail "writerService.enabled needs agent.writer=true: without the election no agent answers 200 on /writer and the writer Service has no backend" -}}
+{{- end -}}
+{{- if not (and .Values.service.enabled (eq .Values.service.type "LoadBalancer") .Values.service.azureProbe.enabled) -}}
+{{- fail "writerService.enabled needs service.enabled, service.type=LoadBalancer and service.azureProbe.enabled: the writer Service shares the read Service's probe nodePort" -}}
+{{- end -}}
+{{- end -}}
 {{- if .Values.referenceStatefulSet.enabled -}}
 {{- $r := .Values.referenceStatefulSet -}}
 {{- if lt (int $r.terminationGracePeriodSeconds) (add (int .Values.drain.preStopSleepSeconds) 30) -}}
@@ -184,6 +192,8 @@ log_format = {{ $a.logFormat | quote }}
 available_when_donor = {{ include "galera-health.availableWhenDonor" . }}
 kill_sessions = {{ $a.killSessions }}
 kill_sessions_after = {{ $a.killSessionsAfter | float64 }}
+writer = {{ $a.writer }}
+writer_priority = {{ $a.writerPriority | int }}
 {{- if not (kindIs "invalid" $a.status.port) }}
 status_listen = "0.0.0.0:{{ $a.status.port }}"
 {{- end }}

@@ -1,0 +1,200 @@
+"""The writer lease's decision (galera_health.lease), table-driven and without sleeping: the row
+observed + the node's own verdict + its own clock -> the next statement and the role."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from galera_health.lease import (
+    OUT,
+    STANDBY,
+    UNAVAILABLE,
+    WRITER,
+    Acquire,
+    Failure,
+    HandOver,
+    Identity,
+    LeaseRow,
+    LeaseState,
+    Read,
+    Release,
+    Renew,
+    RequestHandover,
+    Step,
+    advance,
+    answer,
+    lease_age,
+    start,
+)
+
+TAKEOVER = 3.0
+VALIDITY = 2.5
+ME = Identity("n2", "uuid-2")
+HELD = LeaseRow(holder="n1", holder_id="uuid-1", epoch=4, counter=10)
+MINE = LeaseRow(holder="n2", holder_id="uuid-2", epoch=4, counter=10)
+FREE = LeaseRow(epoch=4, counter=11)
+MOVED = replace(HELD, counter=11)
+NEXT_EPOCH = replace(HELD, epoch=5)
+ASKED = replace(MINE, next_holder="n3", next_holder_id="uuid-3", next_priority=5)
+PREFERRED = replace(ME, priority=2)
+NEW = LeaseState("n2")
+
+
+def seen(row: LeaseRow, at: float) -> LeaseState:
+    return LeaseState("n2", role=STANDBY, row=row, seen_at=at)
+
+
+def holding(epoch: int = 4, renewed: float = 100.0) -> LeaseState:
+    return LeaseState(
+        "n2", role=WRITER, row=MINE, seen_at=renewed, holding=epoch, renewed_at=renewed
+    )
+
+
+@pytest.mark.parametrize(
+    ("state", "usable", "step"),
+    [
+        (LeaseState("n2"), True, Read()),
+        (LeaseState("n2"), False, Read()),
+        (holding(), True, Renew(4)),  # the holder renews without reading first
+        (holding(), False, Release(4)),  # maintenance, drain, unusable: release at once
+    ],
+)
+def test_the_first_statement_of_a_poll(state: LeaseState, usable: bool, step: Step) -> None:
+    assert start(state, usable) == step
+
+
+# (what, state before, row read, usable, me, now) -> (next step, role)
+READS: list[tuple[str, LeaseState, LeaseRow, bool, Identity, float, Step | None, str]] = [
+    ("free: take it at once", NEW, FREE, True, ME, 100.0, Acquire(FREE), STANDBY),
+    ("free, node unusable", NEW, FREE, False, ME, 100.0, None, OUT),
+    ("held, first seen: wait", NEW, HELD, True, ME, 100.0, None, STANDBY),
+    ("held, still just short", seen(HELD, 100.0), HELD, True, ME, 102.99, None, STANDBY),
+    ("held, still: take over", seen(HELD, 100.0), HELD, True, ME, 103.0, Acquire(HELD), STANDBY),
+    ("moved: clock restarts", seen(HELD, 90.0), MOVED, True, ME, 103.0, None, STANDBY),
+    ("new epoch: clock restarts", seen(HELD, 90.0), NEXT_EPOCH, True, ME, 103.0, None, STANDBY),
+    ("dead holder, unusable node", seen(HELD, 90.0), HELD, False, ME, 103.0, None, OUT),
+    ("ours (agent restarted): renew", NEW, MINE, True, ME, 100.0, Renew(4), STANDBY),
+    ("ours but unusable: release", seen(MINE, 99.0), MINE, False, ME, 100.0, Release(4), STANDBY),
+    ("ours, asked: hand over", NEW, ASKED, True, ME, 100.0, HandOver(ASKED), STANDBY),
+    ("higher priority: ask", seen(HELD, 100.0), HELD, True, PREFERRED, 101.0,
+     RequestHandover(HELD), STANDBY),
+    ("higher priority, asked already", seen(HELD, 100.0), replace(HELD, next_holder_id="u3"),
+     True, PREFERRED, 101.0, None, STANDBY),
+    ("same priority: sticky", seen(HELD, 100.0), replace(HELD, priority=2), True, PREFERRED,
+     101.0, None, STANDBY),
+    ("priority off: sticky", seen(HELD, 100.0), HELD, True, ME, 101.0, None, STANDBY),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("what", "state", "row", "usable", "me", "now", "step", "role"),
+    READS,
+    ids=[r[0] for r in READS],
+)
+def test_after_a_read(
+    what: str,
+    state: LeaseState,
+    row: LeaseRow,
+    usable: bool,
+    me: Identity,
+    now: float,
+    step: Step | None,
+    role: str,
+) -> None:
+    after, following = advance(state, Read(), row, me, usable, TAKEOVER, now - 0.01, now)
+    assert (following, after.role) == (step, role)
+    assert after.row == row
+    moved = state.row is None or state.row.version != row.version
+    assert after.seen_at == (now if moved else state.seen_at)
+
+
+def test_a_committed_take_over_makes_a_writer_from_the_start_of_its_statement() -> None:
+    state, step = advance(seen(HELD, 100.0), Acquire(HELD), True, ME, True, TAKEOVER, 103.0, 103.2)
+    assert step is None
+    assert (state.role, state.holding, state.renewed_at) == (WRITER, 5, 103.0)
+    assert state.row == LeaseRow(holder="n2", holder_id="uuid-2", epoch=5, counter=11)
+    assert answer(state, True, "n2: synced", 103.2, VALIDITY) == (True, "writer (epoch 5)")
+
+
+def test_a_lost_take_over_is_standby() -> None:
+    state, step = advance(seen(HELD, 100.0), Acquire(HELD), False, ME, True, TAKEOVER, 103, 103.1)
+    assert (state.role, state.holding, step) == (STANDBY, None, None)
+
+
+def test_a_committed_renewal_extends_the_role() -> None:
+    state, step = advance(holding(renewed=100.0), Renew(4), True, ME, True, TAKEOVER, 101.0, 101.1)
+    assert (state.role, state.holding, state.renewed_at, step) == (WRITER, 4, 101.0, None)
+    assert state.row is not None and state.row.counter == 11
+
+
+def test_a_renewal_that_changed_nothing_is_no_longer_writer_and_reads_why() -> None:
+    state, step = advance(holding(), Renew(4), False, ME, True, TAKEOVER, 101.0, 101.1)
+    assert (state.role, state.holding, state.renewed_at, step) == (STANDBY, None, None, Read())
+    assert answer(state, True, "", 101.1, VALIDITY)[0] is False
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        Failure("not_primary", "the node cannot commit: not in the Primary component"),
+        Failure("timeout", "a lease statement got no answer within 1 s (lease deadline)"),
+        Failure("conflict", "lost to a concurrent write of the lease (certification)"),
+    ],
+)
+def test_a_failed_renewal_fails_closed_at_once(failure: Failure) -> None:
+    state, step = advance(holding(), Renew(4), failure, ME, True, TAKEOVER, 101.0, 101.5)
+    assert (state.role, state.holding, state.failure, step) == (
+        UNAVAILABLE,
+        None,
+        failure.kind,
+        None,
+    )
+    assert answer(state, True, "", 101.5, VALIDITY) == (False, f"no lease ({failure.detail})")
+
+
+def test_a_failed_read_keeps_the_take_over_clock_of_a_stopped_holder() -> None:
+    state = seen(HELD, 100.0)
+    state, _ = advance(state, Read(), Failure("timeout", "t"), ME, True, TAKEOVER, 101.0, 102.0)
+    assert state.seen_at == 100.0
+    state, step = advance(state, Read(), HELD, ME, True, TAKEOVER, 103.0, 103.1)
+    assert step == Acquire(HELD)
+
+
+def test_release_and_hand_over_give_the_role_up() -> None:
+    released, step = advance(holding(), Release(4), True, ME, False, TAKEOVER, 101, 101.1)
+    assert (released.role, released.holding, step) == (OUT, None, None)
+    asked = replace(MINE, next_holder="n3", next_holder_id="uuid-3")
+    given, step = advance(holding(), HandOver(asked), True, ME, True, TAKEOVER, 101, 101.1)
+    assert (given.role, given.holding, given.detail, step) == (
+        STANDBY,
+        None,
+        "handed over to n3",
+        None,
+    )
+
+
+ANSWERS: list[tuple[str, LeaseState | None, bool, float, bool, str]] = [
+    ("no state yet", None, True, 100.0, False, "starting (no lease read yet)"),
+    ("fresh writer", holding(renewed=100.0), True, 102.5, True, "writer (epoch 4)"),
+    ("writer past validity", holding(renewed=100.0), True, 102.6, False,
+     "writer lease not renewed for 2.6 s (valid 2.5 s)"),
+    ("writer whose /health is 503", holding(renewed=100.0), False, 100.1, False, "maintenance"),
+    ("standby names the writer", seen(HELD, 100.0), True, 100.5, False, "standby (writer: n1)"),
+    ("free lease", seen(FREE, 100.0), True, 100.5, False, "standby (no writer: the lease is free)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("what", "state", "health", "now", "writer", "reason"), ANSWERS, ids=[a[0] for a in ANSWERS]
+)
+def test_the_writer_answer(
+    what: str, state: LeaseState | None, health: bool, now: float, writer: bool, reason: str
+) -> None:
+    assert answer(state, health, "maintenance", now, VALIDITY) == (writer, reason)
+
+
+def test_lease_age_is_since_the_lease_last_moved() -> None:
+    assert lease_age(None, 5.0) is None
+    assert lease_age(seen(HELD, 100.0), 101.5) == 1.5
