@@ -3,6 +3,7 @@ observed + the node's own verdict + its own clock -> the next statement and the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -198,3 +199,125 @@ def test_the_writer_answer(
 def test_lease_age_is_since_the_lease_last_moved() -> None:
     assert lease_age(None, 5.0) is None
     assert lease_age(seen(HELD, 100.0), 101.5) == 1.5
+
+
+class Table:
+    """The lease row with the conditional UPDATEs of lease_sql.py applied atomically: what
+    certification gives (one of concurrent writes commits), without a cluster."""
+
+    def __init__(self) -> None:
+        self.row = LeaseRow()
+        self.writes = 0
+
+    def run(self, step: Step, me: Identity) -> LeaseRow | bool:
+        if isinstance(step, Read):
+            return self.row
+        new = self._write(self.row, step, me)
+        if new is None:
+            return False
+        self.row, self.writes = new, self.writes + 1
+        return True
+
+    @staticmethod
+    def _write(row: LeaseRow, step: Step, me: Identity) -> LeaseRow | None:
+        mine = row.holder_id == me.id
+        if isinstance(step, Renew):
+            ok = mine and row.epoch == step.epoch and not row.next_holder_id
+            return replace(row, counter=row.counter + 1) if ok else None
+        if isinstance(step, Acquire):
+            if row.version != step.row.version:
+                return None
+            return LeaseRow(me.name, me.id, me.priority, row.epoch + 1, row.counter + 1)
+        if isinstance(step, Release):
+            ok = mine and row.epoch == step.epoch
+            return LeaseRow(epoch=row.epoch, counter=row.counter + 1) if ok else None
+        if isinstance(step, RequestHandover):
+            ok = row.holder_id == step.row.holder_id and row.epoch == step.row.epoch
+            if not ok or row.next_holder_id:
+                return None
+            return replace(
+                row, next_holder=me.name, next_holder_id=me.id, next_priority=me.priority
+            )
+        assert isinstance(step, HandOver)
+        ok = mine and row.epoch == step.row.epoch
+        if not ok or row.next_holder_id != step.row.next_holder_id:
+            return None
+        return LeaseRow(
+            row.next_holder, row.next_holder_id, row.next_priority, row.epoch + 1, row.counter + 1
+        )
+
+
+def simulate(
+    until: float, usable: dict[str, Callable[[float], bool]], alive: dict[str, float],
+    priorities: dict[str, int] | None = None,
+) -> list[tuple[float, tuple[str, ...]]]:  # fmt: skip
+    """Three contenders polling every 1 s at their own phase; the /writer answers every 50 ms."""
+    table = Table()
+    names = sorted(usable)
+    me = {n: Identity(n, f"uuid-{n}", (priorities or {}).get(n, 0)) for n in names}
+    states = {n: LeaseState(n) for n in names}
+    phase = {n: 0.3 * i for i, n in enumerate(names)}
+    answers: list[tuple[float, tuple[str, ...]]] = []
+    now, tick = 0.0, 0.05
+    while now < until:
+        for n in names:
+            due = round((now - phase[n]) / tick) % round(1.0 / tick) == 0 and now >= phase[n]
+            if due and now < alive[n]:
+                ok = usable[n](now)
+                step: Step | None = start(states[n], ok)
+                while step is not None:
+                    outcome = table.run(step, me[n])
+                    states[n], step = advance(
+                        states[n], step, outcome, me[n], ok, TAKEOVER, now, now
+                    )
+        writers = tuple(
+            n
+            for n in names
+            if answer(states[n], now < alive[n] and usable[n](now), "", now, VALIDITY)[0]
+        )
+        answers.append((round(now, 2), writers))
+        now += tick
+    return answers
+
+
+def first_writer_after(answers: list[tuple[float, tuple[str, ...]]], at: float, old: str) -> float:
+    return next(t for t, w in answers if t >= at and len(w) == 1 and w[0] != old) - at
+
+
+ALWAYS: Callable[[float], bool] = lambda _: True  # noqa: E731
+
+
+def test_simulated_election_one_writer_take_over_and_no_move_back() -> None:
+    forever = {"n1": 1e9, "n2": 1e9, "n3": 1e9}
+    answers = simulate(10.0, {"n1": ALWAYS, "n2": ALWAYS, "n3": ALWAYS}, forever)
+    steady = [w for t, w in answers if t >= 2.0]
+    assert all(w == ("n1",) for w in steady), steady[:5]  # the first poller wins the free lease
+    # n1's agent dies at 10 s: one take-over after the counter stood still for TAKEOVER
+    answers = simulate(30.0, {"n1": ALWAYS, "n2": ALWAYS, "n3": ALWAYS}, {**forever, "n1": 10.0})
+    assert all(len(w) <= 1 for _, w in answers)
+    took = first_writer_after(answers, 10.0, "n1")
+    assert TAKEOVER - 1.0 <= took <= TAKEOVER + 2.0, took
+    after = {w for t, w in answers if t >= 10.0 + took}
+    assert len(after) == 1, after  # moved once, stays
+
+
+def test_simulated_maintenance_releases_at_once_and_the_role_stays_away() -> None:
+    def n1(now: float) -> bool:
+        return not 10.0 <= now < 20.0  # maintenance from 10 s to 20 s
+
+    forever = {"n1": 1e9, "n2": 1e9, "n3": 1e9}
+    answers = simulate(30.0, {"n1": n1, "n2": ALWAYS, "n3": ALWAYS}, forever)
+    assert all(len(w) <= 1 for _, w in answers)
+    assert first_writer_after(answers, 10.0, "n1") <= 2.0
+    assert all("n1" not in w for t, w in answers if t >= 10.0)  # sticky: no move back
+
+
+def test_simulated_priority_fails_back_by_a_hand_over_without_two_writers() -> None:
+    def n1(now: float) -> bool:
+        return not 5.0 <= now < 10.0
+
+    forever = {"n1": 1e9, "n2": 1e9, "n3": 1e9}
+    answers = simulate(20.0, {"n1": n1, "n2": ALWAYS, "n3": ALWAYS}, forever, {"n1": 5})
+    assert all(len(w) <= 1 for _, w in answers)
+    assert {w for t, w in answers if 7.0 <= t < 10.0} <= {("n2",), ("n3",)}
+    assert all(w == ("n1",) for t, w in answers if t >= 13.0)  # back on the preferred node
