@@ -249,9 +249,12 @@ class Table:
 
 def simulate(
     until: float, usable: dict[str, Callable[[float], bool]], alive: dict[str, float],
-    priorities: dict[str, int] | None = None,
+    priorities: dict[str, int] | None = None, answering: dict[str, float] | None = None,
 ) -> list[tuple[float, tuple[str, ...]]]:  # fmt: skip
-    """Three contenders polling every 1 s at their own phase; the /writer answers every 50 ms."""
+    """Three contenders polling every 1 s at their own phase; the /writer answers every 50 ms.
+    `alive`: until when a node's lease job runs; `answering`: until when its agent answers
+    HTTP (default: as long as its lease job runs)."""
+    answering = answering or alive
     table = Table()
     names = sorted(usable)
     me = {n: Identity(n, f"uuid-{n}", (priorities or {}).get(n, 0)) for n in names}
@@ -273,7 +276,7 @@ def simulate(
         writers = tuple(
             n
             for n in names
-            if answer(states[n], now < alive[n] and usable[n](now), "", now, VALIDITY)[0]
+            if answer(states[n], now < answering[n] and usable[n](now), "", now, VALIDITY)[0]
         )
         answers.append((round(now, 2), writers))
         now += tick
@@ -299,6 +302,17 @@ def test_simulated_election_one_writer_take_over_and_no_move_back() -> None:
     assert TAKEOVER - 1.0 <= took <= TAKEOVER + 2.0, took
     after = {w for t, w in answers if t >= 10.0 + took}
     assert len(after) == 1, after  # moved once, stays
+
+
+def test_simulated_stalled_lease_job_never_makes_two_writers() -> None:
+    """The holder's renewals stop (stuck on replication) while its agent still answers: its 200
+    ends writer_validity after the last renewal began, before anyone may take over."""
+    forever = {"n1": 1e9, "n2": 1e9, "n3": 1e9}
+    answers = simulate(
+        30.0, {"n1": ALWAYS, "n2": ALWAYS, "n3": ALWAYS}, {**forever, "n1": 10.0}, None, forever
+    )
+    assert all(len(w) <= 1 for _, w in answers), [a for a in answers if len(a[1]) > 1][:3]
+    assert first_writer_after(answers, 10.0, "n1") <= TAKEOVER + 2.0
 
 
 def test_simulated_maintenance_releases_at_once_and_the_role_stays_away() -> None:
