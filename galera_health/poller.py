@@ -169,7 +169,10 @@ class LeaseRunner:
 
     def _run(self) -> LeaseState:
         before = self.state
-        usable = self.store.view(self.name).healthy
+        health = self.store.view(self.name)
+        if health.state == "starting":
+            return before  # no verdict yet: neither a candidate nor out, just not yet asked
+        usable = health.healthy
         found = self.client.connect()
         if isinstance(found, Failure):
             self._set(lease.failed(before, found))

@@ -345,3 +345,14 @@ def test_the_readme_table_has_a_row_for_every_setting() -> None:
         documented |= set(re.findall(r"`(?:GALERA_HEALTH_)?([a-z_]+|[A-Z_]+)`", first))
     documented = {key.lower() for key in documented}
     assert documented == set(KEYS), documented ^ set(KEYS)
+
+
+def test_writer_takeover_below_the_writers_validity_is_one_line() -> None:
+    settings = load_settings({"nodes": ["127.0.0.1"], "user": "u", "writer": "true"}, {})
+    assert (settings.writer, settings.writer_takeover, settings.writer_validity) == (True, 3.0, 2.5)
+    slower = load_settings({"nodes": ["127.0.0.1"], "user": "u", "interval": "2"}, {})
+    assert slower.writer_takeover == 4.0
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"nodes": ["127.0.0.1"], "user": "u", "writer_takeover": "2.5"}, {})
+    assert str(caught.value).startswith("writer_takeover (2.5) must be at least 3 s"), caught.value
+    assert "\n" not in str(caught.value)
