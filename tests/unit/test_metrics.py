@@ -206,6 +206,7 @@ def test_docs_only_use_metrics_the_agent_exports(
     for node in store.nodes:
         put(store, stats[node], node, Snapshot(dict(SYNCED, **info)), clock.now)
     put(store, stats["n1"], "n1", ProbeError("timeout", "x", timed_out=True), clock.now)
+    store.enable_writer(2.5)  # galera_health_writer exists with --writer only
     samples, types = scrape(store, stats)
     exported = {name for name, _ in samples} | set(types)
     docs = Path(__file__).resolve().parents[2] / "docs"
