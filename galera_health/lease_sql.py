@@ -33,7 +33,14 @@ from .lease import (
     RequestHandover,
     Step,
 )
-from .probe import Connector, classify_error, connect_arguments, first_line
+from .probe import (
+    BACKOFF_BASE,
+    Connector,
+    backoff_kinds,
+    classify_error,
+    connect_arguments,
+    first_line,
+)
 
 SCHEMA = "galera_health"
 TABLE = f"{SCHEMA}.writer_lease"
@@ -159,7 +166,7 @@ class LeaseClient:
         self.priority = settings.writer_priority
         self.timeouts = lease_timeouts(settings.timeouts)
         self.backoff_max = settings.backoff_max
-        self.interval = settings.interval
+        self.interval = settings.writer_interval
         self._connector: Connector = connector or mysql.connector.connect
         self._clock = clock
         self._connection: Any = None
@@ -269,9 +276,10 @@ class LeaseClient:
         failure = classify(exc, self.credentials.user, self.timeouts, connecting)
         if connecting or not server_side(exc):
             self.discard()
-        if failure.kind in ("access_denied", "too_many_connections", "auth_plugin_unsupported"):
+        if failure.kind in backoff_kinds():
             self._failures_in_backoff += 1
-            delay = min(self.backoff_max, self.interval * 2**self._failures_in_backoff)
+            base = max(self.interval, BACKOFF_BASE)
+            delay = min(self.backoff_max, base * 2**self._failures_in_backoff)
             self._retry_at = self._clock() + delay
             self._last_failure = replace(failure, detail=f"{failure.detail} (retrying later)")
         return failure

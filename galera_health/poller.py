@@ -308,7 +308,7 @@ class Poller:
         if runner is not None:
             self._scheduler.add_job(
                 runner.run_once,
-                IntervalTrigger(seconds=self.settings.interval),
+                IntervalTrigger(seconds=self.settings.writer_interval),
                 id=LEASE_JOB + node.name,
                 name=f"writer lease {node.name}",
                 next_run_time=datetime.now(timezone.utc),

@@ -298,7 +298,7 @@ def test_defaults_come_from_the_typed_settings_and_land_where_described() -> Non
     for setting in SETTINGS:
         if setting.field is not None and setting.key not in ("nodes", "user"):
             assert resolve(settings, setting.field) == setting.default, setting.key
-    assert KEYS["interval"].default == 1.0 and KEYS["rise"].default == 1
+    assert KEYS["interval"].default == 0.25 and KEYS["rise"].default == 1
     assert KEYS["listen"].default_shown() == "0.0.0.0:9200"
     given = load_settings(
         {"nodes": ["127.0.0.1"], "user": "u", "rise": "3", "read_timeout": "4", "ssl_key": None},
@@ -330,7 +330,8 @@ def test_describe_shows_every_setting_it_describes_and_no_secret(password_file: 
         "stuck_after_seconds", "listen", "log_level", "log_format", "driver_mode", "writer",
     }  # fmt: skip
     assert document["writer"] == {
-        "enabled": False, "priority": 0, "takeover_seconds": 3.0, "validity_seconds": 2.5,
+        "enabled": False, "priority": 0, "interval_seconds": 1.0, "takeover_seconds": 3.0,
+        "validity_seconds": 2.5,
     }  # fmt: skip
     assert set(document["policy"]) == set(asdict(settings.policy))
     assert set(document["tls"]) == {"ca", "cert", "verify_identity"}
