@@ -146,33 +146,51 @@ class LeaseRunner:
         client: LeaseClient,
         store: VerdictStore,
         takeover: float,
+        period: float,
+        tick: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
         self.client = client
         self.store = store
         self.takeover = takeover
+        self.period = period  # writer_interval: one lease poll per period
+        self.tick = tick  # how often the job is called (the poll interval)
         self._clock = clock
         self.state = LeaseState(name)
         self.retired = False
         self.running_since: float | None = None
+        self._due = 0.0
+        self._usable: bool | None = None
 
     def run_once(self) -> LeaseState:
+        """Called every tick; polls the lease once per period. After a statement that timed
+        out (replication blocked until Galera evicts a member) it polls again at the next tick
+        instead of a period later: the take-over then commits right after the eviction."""
         if self.retired:
             self.client.close()
             return self.state
-        self.running_since = self._clock()
+        started = self._clock()
+        health = self.store.view(self.name)
+        if health.state == "starting":
+            return self.state  # no verdict yet: not asked, neither a candidate nor out
+        # Due once a period; at once when the node's own usability changed (maintenance, drain:
+        # the holder releases at the next tick, not a period later).
+        if started < self._due - self.tick / 2 and health.healthy == self._usable:
+            return self.state
+        self._usable = health.healthy
+        self.running_since = started
         try:
-            return self._run()
+            state = self._run()
         finally:
             self.running_since = None
+        retry_soon = state.role == lease.UNAVAILABLE and state.failure == "timeout"
+        self._due = started if retry_soon else started + self.period
+        return state
 
     def _run(self) -> LeaseState:
         before = self.state
-        health = self.store.view(self.name)
-        if health.state == "starting":
-            return before  # no verdict yet: neither a candidate nor out, just not yet asked
-        usable = health.healthy
+        usable = self.store.view(self.name).healthy
         found = self.client.connect()
         if isinstance(found, Failure):
             self._set(lease.failed(before, found))
@@ -288,6 +306,8 @@ class Poller:
                 LeaseClient(address, self.settings),
                 self.store,
                 self.settings.writer_takeover,
+                self.settings.writer_interval,
+                self.settings.interval,
             )
         return node
 
@@ -308,7 +328,7 @@ class Poller:
         if runner is not None:
             self._scheduler.add_job(
                 runner.run_once,
-                IntervalTrigger(seconds=self.settings.writer_interval),
+                IntervalTrigger(seconds=self.settings.interval),
                 id=LEASE_JOB + node.name,
                 name=f"writer lease {node.name}",
                 next_run_time=datetime.now(timezone.utc),
