@@ -1,5 +1,5 @@
 """Cost of the writer election to the cluster: replicated writes, statements and connections per
-second that `--writer` adds, one agent per node of a 3-node test bed, at the default interval.
+second that `--writer` adds, one agent per node of a 3-node test bed, with default settings.
 
 Why: the lease is meant to cost about one replicated write per poll interval (the holder's
 renewal) and one read per interval per other node, over one more persistent connection per node.
@@ -21,6 +21,7 @@ import time
 import _common
 from _common import fmt
 
+from galera_health.config import load_settings
 from galera_health.testbed import GaleraTestbed, TestbedNode
 
 COUNTERS = ("wsrep_replicated", "Com_update", "Com_select", "Com_insert", "Connections")
@@ -87,8 +88,10 @@ def main() -> int:
         [name, fmt(health[name], 2), fmt(writer[name], 2), fmt(writer[name] - health[name], 2)]
         for name in COUNTERS
     ]
+    settings = load_settings({"nodes": ["127.0.0.1"], "user": USER}, {})
     print(
-        f"3 nodes, one agent per node, interval 1 s, {args.window:g} s windows, per second "
+        f"3 nodes, one agent per node, default settings (poll every {settings.interval:g} s, "
+        f"lease every {settings.writer_interval:g} s), {args.window:g} s windows, per second "
         "summed over the nodes:"
     )
     print(_common.table(["counter", "health only", "--writer", "added"], rows))
