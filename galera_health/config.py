@@ -673,10 +673,10 @@ def coerce(key: str, value: Any, source: str) -> Any:
         number = value
     else:
         raise ConfigError(f"{where} must be a number, got {type(value).__name__}")
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ConfigError(f"{where} must be a finite number")  # before int(): int(nan) raises
     if spec.kind is int and number != int(number):
         raise ConfigError(f"{where} must be a whole number of seconds (the driver's unit)")
-    if number != number or number in (float("inf"), float("-inf")):
-        raise ConfigError(f"{where} must be a finite number")
     if spec.minimum is not None and number < spec.minimum:
         raise ConfigError(f"{where} must be at least {spec.minimum:g}, got {number:g}")
     return int(number) if spec.kind is int else float(number)
