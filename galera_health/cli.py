@@ -1,4 +1,4 @@
-"""`galera-health serve | check | demo`: argument parsing, logging set-up, exit codes.
+"""`galera-health serve | check | maintenance | demo`: argument parsing, logging, exit codes.
 
 Exit codes: 0 fine; 1 a node is unhealthy (check); 2 a user error (bad config, unreadable
 password file, port in use) or an agent-side access error (check), always with one clear line.
@@ -17,79 +17,54 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from types import FrameType
 from typing import Any
 
 from . import __version__
 from .config import (
-    DEFAULT_INTERVAL,
     ENV_PREFIX,
     KEYS,
     NODE_NAME_RE,
+    SETTINGS,
     ConfigError,
     Settings,
+    describe,
     load_settings,
     raw_from_toml,
 )
 from .logs import setup_logging
 from .poller import log_transition
-from .probe import DRIVER_MODE, probe_for
+from .probe import probe_for
 from .verdict import evaluate
 
 log = logging.getLogger("galera_health")
 
 
-def add_connection_options(parser: argparse.ArgumentParser) -> None:
+def add_setting_flags(parser: argparse.ArgumentParser, command: str) -> None:
+    """One flag per setting the command takes, from its description in config.SETTINGS.
+    Values stay text here: config.coerce types them, so a bad one is the same one line as in
+    the file or the environment."""
     parser.add_argument("--config", metavar="FILE", help="TOML config file")
-    parser.add_argument(
-        "--node",
-        dest="nodes",
-        action="append",
-        metavar="NAME=ADDRESS",
-        help="a node to poll: NAME=HOST:PORT, NAME=[IPV6]:PORT or NAME=/path/to/mysqld.sock "
-        "(repeat for several; NAME defaults to n1, n2, ...)",
-    )
-    parser.add_argument("--user", help="MySQL user of the monitor account (USAGE is enough)")
-    parser.add_argument("--password-file", help="file holding the monitor password")
-    parser.add_argument(
-        "--option-file", help="MySQL option file whose [client] user/password to use (~/.my.cnf)"
-    )
-    parser.add_argument(
-        "--interval", help=f"seconds between polls of a node (default {DEFAULT_INTERVAL:g})"
-    )
-    parser.add_argument("--connect-timeout", help="whole seconds for connect+greeting+auth (2)")
-    parser.add_argument("--read-timeout", help="whole seconds to wait for a query answer (2)")
-    parser.add_argument("--write-timeout", help="whole seconds to send a query (2)")
-    parser.add_argument(
-        "--statement-timeout", help="server-side max_statement_time of the poll (1)"
-    )
-    parser.add_argument("--hold-down", help="seconds of health needed after a timeout")
-    parser.add_argument("--backoff-max", help="cap of the retry backoff after access errors (30)")
-    parser.add_argument("--log-level", help="debug, info, warning or error (info)")
-    parser.add_argument("--log-format", help="text or json: one JSON object per line (text)")
-    parser.add_argument("--ssl-ca", help="CA file: verify the server's TLS certificate")
-    parser.add_argument("--ssl-cert", help="client certificate (with --ssl-key)")
-    parser.add_argument("--ssl-key", help="client key (with --ssl-cert)")
-    parser.add_argument(
-        "--ssl-verify-identity",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="check the server certificate's name against the node's host (off)",
-    )
-    policy = parser.add_argument_group("policy (see README: Operating policies)")
-    for flag, text in (
-        ("--available-when-donor", "keep a Donor node in service if it serves queries (off)"),
-        ("--available-when-readonly", "keep read_only=ON nodes in service, a reader pool (off)"),
-        ("--allow-standalone", "accept wsrep_on=OFF, a server outside Galera (off)"),
-    ):
-        policy.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
-    policy.add_argument("--max-recv-queue", help="wsrep_local_recv_queue above this: lagging")
-    policy.add_argument("--min-cluster-size", help="a smaller Primary component: 503")
-    policy.add_argument("--rise", help="good polls needed to come back (1)")
-    policy.add_argument("--fall", help="bad polls needed to go out; hard facts go at once (1)")
-    policy.add_argument("--fall-timeout", help="fall for timeouts (default: --fall)")
-    policy.add_argument("--fall-agent-error", help="fall for the agent's access errors (--fall)")
+    groups: dict[str, Any] = {}
+    for setting in SETTINGS:
+        if not setting.in_flags or command not in setting.commands:
+            continue
+        target: Any = parser
+        if setting.group is not None:
+            if setting.group not in groups:
+                groups[setting.group] = parser.add_argument_group(setting.group)
+            target = groups[setting.group]
+        text = f"{setting.help} (default: {setting.default_shown()})".replace("%", "%%")
+        if setting.kind is bool:
+            target.add_argument(
+                setting.flag, action=argparse.BooleanOptionalAction, default=None, help=text
+            )
+        elif setting.key == "nodes":
+            target.add_argument(
+                setting.flag, dest="nodes", action="append", metavar=setting.metavar, help=text
+            )
+        else:
+            target.add_argument(setting.flag, metavar=setting.metavar, help=text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,41 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="poll nodes and answer HTTP probes")
-    add_connection_options(serve)
-    serve.add_argument("--listen", help="HOST:PORT to serve on (default 0.0.0.0:9200)")
-    serve.add_argument("--max-age", help="seconds after which a verdict is stale (503)")
-    serve.add_argument(
-        "--stuck-after", help="seconds a poll may run before /livez reports it stuck (60)"
-    )
-    serve.add_argument(
-        "--drain-seconds", help="on SIGTERM, answer 503 draining this long, then exit (11)"
-    )
-    serve.add_argument("--state-dir", help="directory of maintenance files (off)")
-    serve.add_argument(
-        "--status-listen", help="serve /status, /metrics and / here only, not on --listen"
-    )
-    serve.add_argument(
-        "--status-token-file", help="require this bearer token for /status, /metrics and /"
-    )
-    serve.add_argument("--status-tls-cert", help="serve status_listen over HTTPS: certificate")
-    serve.add_argument("--status-tls-key", help="serve status_listen over HTTPS: private key")
-    serve.add_argument(
-        "--agent-check-listen",
-        help="HOST:PORT for HAProxy's agent-check (up ready / drain / down #reason) (off)",
-    )
-    serve.add_argument(
-        "--kill-sessions",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="after a drain or maintenance, kill the node's client sessions (off)",
-    )
-    serve.add_argument(
-        "--kill-sessions-after",
-        help="seconds after a drain or maintenance began to kill sessions (10)",
-    )
-
+    add_setting_flags(serve, "serve")
     check = commands.add_parser("check", help="poll each node once, print verdicts, exit 0/1/2")
-    add_connection_options(check)
+    add_setting_flags(check, "check")
 
     switch = commands.add_parser(
         "maintenance", help="put nodes in or out of maintenance (503 at once, kept on restart)"
@@ -161,57 +104,10 @@ def fail(message: str) -> int:
     return 2
 
 
-def password_source(settings: Settings) -> str:
-    """Where the password comes from, never what it is."""
-    credentials = settings.credentials
-    if credentials.password_file is not None:
-        return f"password_file {credentials.password_file}"
-    if credentials.password_env is not None:
-        return f"environment {credentials.password_env}"
-    if credentials.option_file is not None:
-        return f"option_file {credentials.option_file}"
-    return "none"
-
-
-def describe(settings: Settings) -> dict[str, Any]:
-    """The effective configuration, safe to show: the user name, never a password."""
-    return {
-        "user": settings.credentials.user,
-        "password_source": password_source(settings),
-        "nodes": {n.name: n.display() for n in settings.nodes},
-        "interval_seconds": settings.interval,
-        "max_age_seconds": settings.max_age,
-        "healthy_max_age_seconds": settings.healthy_max_age,
-        "timeouts_seconds": {
-            "connect": settings.timeouts.connect,
-            "read": settings.timeouts.read,
-            "write": settings.timeouts.write,
-            "statement": settings.timeouts.statement,
-        },
-        "policy": asdict(settings.policy),
-        "drain_seconds": settings.drain_seconds,
-        "state_dir": settings.state_dir,
-        "kill_sessions": settings.kill_sessions,
-        "kill_sessions_after_seconds": settings.kill_sessions_after,
-        "tls": {
-            "ca": settings.tls.ca,
-            "cert": settings.tls.cert,
-            "verify_identity": settings.tls.verify_identity,
-        },
-        "status_listen": settings.status_listen.display() if settings.status_listen else None,
-        "status_token": settings.status_token_file is not None,
-        "status_tls": settings.status_tls_cert is not None,
-        "agent_check_listen": (
-            settings.agent_check_listen.display() if settings.agent_check_listen else None
-        ),
-        "config_path": settings.config_path,
-        "backoff_max_seconds": settings.backoff_max,
-        "stuck_after_seconds": settings.stuck_after,
-        "listen": settings.listen.display(),
-        "log_level": settings.log_level,
-        "log_format": settings.log_format,
-        "driver_mode": DRIVER_MODE,
-    }
+def summary(settings: Settings) -> dict[str, Any]:
+    """The part of describe() the start line shows at info: what is watched, as whom, where."""
+    full = describe(settings)
+    return {key: full[key] for key in ("nodes", "user", "password_source", "listen")}
 
 
 def maintenance_command(args: argparse.Namespace) -> int:
@@ -340,8 +236,15 @@ def serve(settings: Settings, reload_settings: Callable[[], Settings] | None = N
     signal.signal(signal.SIGHUP, reload)
     poller.start()
     config = describe(settings)
+    log.debug(
+        "effective config: %s",
+        json.dumps(config, separators=(",", ":")),
+        extra={"event": "config", "config": config},
+    )
+    short = summary(settings)
     log.info(
-        "serving on http://%s%s; effective config: %s",
+        "serving on http://%s%s; nodes %s; user %s (password from %s); "
+        "full config at log_level debug and in /status",
         listen,
         (
             f" (status on {'https' if settings.status_tls_cert else 'http'}://"
@@ -349,8 +252,10 @@ def serve(settings: Settings, reload_settings: Callable[[], Settings] | None = N
         )
         if settings.status_listen
         else "",
-        json.dumps(config, separators=(",", ":")),
-        extra={"event": "start", "version": __version__, "config": config},
+        ", ".join(f"{name}={address}" for name, address in short["nodes"].items()),
+        short["user"],
+        short["password_source"],
+        extra={"event": "start", "version": __version__, "config": short},
     )
     for extra in servers[1:]:
         threading.Thread(target=extra.run, name="status-listener", daemon=True).start()

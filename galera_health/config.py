@@ -6,14 +6,16 @@ source and the fix; the CLI turns it into exit code 2. Nothing in this module lo
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
+from .facts import DRIVER_MODE
 from .verdict import Policy
 
 if sys.version_info >= (3, 11):
@@ -159,9 +161,6 @@ class Settings:
         bound = self.interval + max(self.timeouts.connect, self.timeouts.read) + HEALTHY_GRACE
         return min(self.max_age, bound)
 
-    def node(self, name: str) -> NodeAddress | None:
-        return next((n for n in self.nodes if n.name == name), None)
-
 
 # --- parsing of single values -------------------------------------------------------------
 
@@ -192,6 +191,11 @@ def parse_host_port(text: str, what: str, default_port: int | None) -> tuple[str
             port_text = None
     if not host or any(c.isspace() for c in host):
         raise ConfigError(f"{what}: {text!r} has no valid host; expected host:port")
+    if port_text is None and host.isdigit():
+        raise ConfigError(
+            f"{what}: {text!r} has no host, only a port; write host:port, "
+            f"e.g. 0.0.0.0:{host} (every address) or 127.0.0.1:{host}"
+        )
     if port_text is None:
         if default_port is None:
             raise ConfigError(f"{what}: {text!r} has no port; expected host:port")
@@ -248,58 +252,393 @@ def read_option_file(path: str) -> dict[str, str]:
     return values
 
 
-# --- the raw key table ----------------------------------------------------------------------
+# --- one description per setting ----------------------------------------------------------
+
+# What a setting's default is when nothing is configured: the typed dataclasses above hold every
+# default once; a Setting points at its field and reads the default from here.
+DEFAULTS = Settings(nodes=(), credentials=Credentials(user=""))
+
+SERVE = ("serve",)
+BOTH = ("serve", "check")
+POLICY_GROUP = "policy (see README: Configuration)"
+
+
+def resolve(root: Any, path: str) -> Any:
+    """`timeouts.connect` of a Settings (or of DEFAULTS)."""
+    value = root
+    for part in path.split("."):
+        value = getattr(value, part)
+    return value
 
 
 @dataclass(frozen=True)
-class Key:
+class Setting:
+    """One setting, described once. Its key is the TOML key; the environment variable
+    (GALERA_HEALTH_<KEY>), the flag (--<key>), its --help line with the default, and where
+    describe() shows it are all derived from this.
+
+    `field`: where the value lands in Settings (dotted), and so where its default is read from
+    (DEFAULTS); None for the two build_settings assembles itself (nodes' names, the password).
+    `default_text`: the default in words, when it is computed rather than a value.
+    `shown`: the key path in describe() (None: not shown, e.g. a file already in
+    password_source); `shown_as="given"` shows only whether it is set."""
+
+    key: str
     kind: type
+    help: str
+    field: str | None = None
     minimum: float | None = None
+    choices: tuple[str, ...] = ()
+    default_text: str | None = None
+    commands: tuple[str, ...] = BOTH
+    group: str | None = None
     in_file: bool = True
-    help: str = ""
+    in_flags: bool = True
+    shown: str | None = None
+    shown_as: Literal["value", "given"] = "value"
+    metavar: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--node" if self.key == "nodes" else "--" + self.key.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.key.upper()
+
+    @property
+    def default(self) -> Any:
+        return None if self.field is None else resolve(DEFAULTS, self.field)
+
+    def default_shown(self) -> str:
+        """The default as --help says it."""
+        if self.default_text is not None:
+            return self.default_text
+        value = self.default
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        if isinstance(value, float):
+            return f"{value:g}"
+        if isinstance(value, ListenAddress):
+            return value.display()
+        return "none" if value is None else str(value)
 
 
-KEYS: dict[str, Key] = {
-    "nodes": Key(dict, help="node name -> address"),
-    "listen": Key(str),
-    "interval": Key(float, minimum=0.1),
-    "max_age": Key(float, minimum=0.1),
-    "hold_down": Key(float, minimum=0.0),
-    "user": Key(str),
-    "password_file": Key(str),
-    "password": Key(str, in_file=False),
-    "option_file": Key(str),
-    "connect_timeout": Key(int, minimum=1),
-    "read_timeout": Key(int, minimum=1),
-    "write_timeout": Key(int, minimum=1),
-    "statement_timeout": Key(float, minimum=0.1),
-    "backoff_max": Key(float, minimum=0.1),
-    "stuck_after": Key(float, minimum=1.0),
-    "log_level": Key(str),
-    "log_format": Key(str),
-    "available_when_donor": Key(bool),
-    "available_when_readonly": Key(bool),
-    "allow_standalone": Key(bool),
-    "max_recv_queue": Key(int, minimum=0),
-    "min_cluster_size": Key(int, minimum=1),
-    "rise": Key(int, minimum=1),
-    "fall": Key(int, minimum=1),
-    "fall_timeout": Key(int, minimum=1),
-    "fall_agent_error": Key(int, minimum=1),
-    "drain_seconds": Key(float, minimum=0.0),
-    "state_dir": Key(str),
-    "kill_sessions": Key(bool),
-    "kill_sessions_after": Key(float, minimum=0.0),
-    "ssl_ca": Key(str),
-    "ssl_cert": Key(str),
-    "ssl_key": Key(str),
-    "ssl_verify_identity": Key(bool),
-    "status_listen": Key(str),
-    "status_token_file": Key(str),
-    "status_tls_cert": Key(str),
-    "status_tls_key": Key(str),
-    "agent_check_listen": Key(str),
-}
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "nodes",
+        dict,
+        "a node to poll: NAME=HOST:PORT, NAME=[IPV6]:PORT or NAME=/path/to/mysqld.sock; "
+        "without :PORT the port is 3306 (repeat for several; NAME defaults to n1, n2, ...)",
+        field="nodes",
+        default_text="required",
+        metavar="NAME=ADDRESS",
+    ),
+    Setting(
+        "user",
+        str,
+        "MySQL user of the monitor account (USAGE is enough)",
+        field="credentials.user",
+        default_text="required, or user= in option_file",
+        shown="user",
+    ),
+    Setting(
+        "password_file",
+        str,
+        "file holding the monitor password, re-read at every reconnect",
+        field="credentials.password_file",
+    ),
+    Setting(
+        "password",
+        str,
+        "the monitor password itself, from the environment only",
+        in_file=False,
+        in_flags=False,
+    ),
+    Setting(
+        "option_file",
+        str,
+        "MySQL option file whose [client] user/password to use (~/.my.cnf)",
+        field="credentials.option_file",
+    ),
+    Setting(
+        "interval",
+        float,
+        "seconds between polls of a node",
+        field="interval",
+        minimum=0.1,
+        shown="interval_seconds",
+    ),
+    Setting(
+        "connect_timeout",
+        int,
+        "whole seconds for each step of connecting: TCP, greeting, TLS, auth",
+        field="timeouts.connect",
+        minimum=1,
+        shown="timeouts_seconds.connect",
+    ),
+    Setting(
+        "read_timeout",
+        int,
+        "whole seconds to wait for the answer to a query",
+        field="timeouts.read",
+        minimum=1,
+        shown="timeouts_seconds.read",
+    ),
+    Setting(
+        "write_timeout",
+        int,
+        "whole seconds to send a query",
+        field="timeouts.write",
+        minimum=1,
+        shown="timeouts_seconds.write",
+    ),
+    Setting(
+        "statement_timeout",
+        float,
+        "the poll session's max_statement_time: the server stops a slow poll itself",
+        field="timeouts.statement",
+        minimum=0.1,
+        shown="timeouts_seconds.statement",
+    ),
+    Setting(
+        "hold_down",
+        float,
+        "seconds a node must look healthy after a timeout before it is 200 again; 0 disables",
+        field="policy.hold_down",
+        minimum=0.0,
+        default_text="2 x the node's evs.suspect_timeout, at least it + 2 s",
+        shown="policy.hold_down",
+    ),
+    Setting(
+        "backoff_max",
+        float,
+        "cap of the retry backoff after access errors",
+        field="backoff_max",
+        minimum=0.1,
+        shown="backoff_max_seconds",
+    ),
+    Setting(
+        "log_level",
+        str,
+        "debug, info, warning or error",
+        field="log_level",
+        choices=LOG_LEVELS,
+        shown="log_level",
+    ),
+    Setting(
+        "log_format",
+        str,
+        "text, or json: one JSON object per line",
+        field="log_format",
+        choices=LOG_FORMATS,
+        shown="log_format",
+    ),
+    Setting(
+        "ssl_ca",
+        str,
+        "CA file: verify the server's TLS certificate",
+        field="tls.ca",
+        shown="tls.ca",
+    ),
+    Setting(
+        "ssl_cert",
+        str,
+        "client certificate (with ssl_key)",
+        field="tls.cert",
+        shown="tls.cert",
+    ),
+    Setting("ssl_key", str, "client key (with ssl_cert)", field="tls.key"),
+    Setting(
+        "ssl_verify_identity",
+        bool,
+        "check the server certificate's name against the node's host (needs ssl_ca)",
+        field="tls.verify_identity",
+        shown="tls.verify_identity",
+    ),
+    Setting(
+        "available_when_donor",
+        bool,
+        "keep a Donor node in service if it serves queries",
+        field="policy.available_when_donor",
+        group=POLICY_GROUP,
+        shown="policy.available_when_donor",
+    ),
+    Setting(
+        "available_when_readonly",
+        bool,
+        "keep read_only=ON nodes in service, a reader pool",
+        field="policy.available_when_readonly",
+        group=POLICY_GROUP,
+        shown="policy.available_when_readonly",
+    ),
+    Setting(
+        "allow_standalone",
+        bool,
+        "accept wsrep_on=OFF, a server outside Galera",
+        field="policy.allow_standalone",
+        group=POLICY_GROUP,
+        shown="policy.allow_standalone",
+    ),
+    Setting(
+        "max_recv_queue",
+        int,
+        "wsrep_local_recv_queue above this: 503 lagging",
+        field="policy.max_recv_queue",
+        minimum=0,
+        group=POLICY_GROUP,
+        shown="policy.max_recv_queue",
+    ),
+    Setting(
+        "min_cluster_size",
+        int,
+        "a smaller Primary component: 503 cluster_too_small",
+        field="policy.min_cluster_size",
+        minimum=1,
+        group=POLICY_GROUP,
+        shown="policy.min_cluster_size",
+    ),
+    Setting(
+        "rise",
+        int,
+        "good polls needed to come back",
+        field="policy.rise",
+        minimum=1,
+        group=POLICY_GROUP,
+        shown="policy.rise",
+    ),
+    Setting(
+        "fall",
+        int,
+        "bad polls needed to go out; facts the node reports go at once",
+        field="policy.fall",
+        minimum=1,
+        group=POLICY_GROUP,
+        shown="policy.fall",
+    ),
+    Setting(
+        "fall_timeout",
+        int,
+        "fall for timeouts",
+        field="policy.fall_timeout",
+        minimum=1,
+        default_text="fall",
+        group=POLICY_GROUP,
+        shown="policy.fall_timeout",
+    ),
+    Setting(
+        "fall_agent_error",
+        int,
+        "fall for the agent's own access errors",
+        field="policy.fall_agent_error",
+        minimum=1,
+        default_text="fall",
+        group=POLICY_GROUP,
+        shown="policy.fall_agent_error",
+    ),
+    Setting(
+        "listen",
+        str,
+        "HOST:PORT to serve HTTP on ([::]:9200 for IPv6)",
+        field="listen",
+        commands=SERVE,
+        shown="listen",
+    ),
+    Setting(
+        "max_age",
+        float,
+        "seconds after which a verdict is stale (503)",
+        field="max_age_setting",
+        minimum=0.1,
+        default_text="3 x interval + connect_timeout + read_timeout",
+        commands=SERVE,
+    ),
+    Setting(
+        "stuck_after",
+        float,
+        "seconds a poll may run before /livez reports the poller stuck",
+        field="stuck_after",
+        minimum=1.0,
+        commands=SERVE,
+        shown="stuck_after_seconds",
+    ),
+    Setting(
+        "drain_seconds",
+        float,
+        "on SIGTERM, answer 503 draining this long, still serving, then exit",
+        field="drain_seconds",
+        minimum=0.0,
+        commands=SERVE,
+        shown="drain_seconds",
+    ),
+    Setting(
+        "state_dir",
+        str,
+        "directory of maintenance files",
+        field="state_dir",
+        commands=SERVE,
+        shown="state_dir",
+    ),
+    Setting(
+        "kill_sessions",
+        bool,
+        "after a drain or maintenance, kill the node's client sessions",
+        field="kill_sessions",
+        commands=SERVE,
+        shown="kill_sessions",
+    ),
+    Setting(
+        "kill_sessions_after",
+        float,
+        "seconds after a drain or maintenance began to kill sessions",
+        field="kill_sessions_after",
+        minimum=0.0,
+        commands=SERVE,
+        shown="kill_sessions_after_seconds",
+    ),
+    Setting(
+        "status_listen",
+        str,
+        "serve /status, /metrics and the page here only, not on listen",
+        field="status_listen",
+        commands=SERVE,
+        shown="status_listen",
+    ),
+    Setting(
+        "status_token_file",
+        str,
+        "require this bearer token for /status, /metrics and the page",
+        field="status_token_file",
+        commands=SERVE,
+        shown="status_token",
+        shown_as="given",
+    ),
+    Setting(
+        "status_tls_cert",
+        str,
+        "serve status_listen over HTTPS: certificate",
+        field="status_tls_cert",
+        commands=SERVE,
+        shown="status_tls",
+        shown_as="given",
+    ),
+    Setting(
+        "status_tls_key",
+        str,
+        "serve status_listen over HTTPS: private key",
+        field="status_tls_key",
+        commands=SERVE,
+    ),
+    Setting(
+        "agent_check_listen",
+        str,
+        "HOST:PORT for HAProxy's agent-check (up ready / drain / down #reason)",
+        field="agent_check_listen",
+        commands=SERVE,
+        shown="agent_check_listen",
+    ),
+)
+KEYS: dict[str, Setting] = {setting.key: setting for setting in SETTINGS}
 
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
@@ -334,13 +673,30 @@ def coerce(key: str, value: Any, source: str) -> Any:
         number = value
     else:
         raise ConfigError(f"{where} must be a number, got {type(value).__name__}")
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ConfigError(f"{where} must be a finite number")  # before int(): int(nan) raises
     if spec.kind is int and number != int(number):
         raise ConfigError(f"{where} must be a whole number of seconds (the driver's unit)")
-    if number != number or number in (float("inf"), float("-inf")):
-        raise ConfigError(f"{where} must be a finite number")
     if spec.minimum is not None and number < spec.minimum:
         raise ConfigError(f"{where} must be at least {spec.minimum:g}, got {number:g}")
     return int(number) if spec.kind is int else float(number)
+
+
+def near_key(unknown: str, known: Sequence[str]) -> str | None:
+    """The known key a misspelt one most likely meant (`intervall` -> `interval`), or None."""
+    unknown = unknown.lower()
+    started = [k for k in known if k.startswith(unknown)]
+    if len(started) == 1:
+        return started[0]
+    near = difflib.get_close_matches(unknown, known, n=1, cutoff=0.6)
+    return near[0] if near else None
+
+
+def did_you_mean(near: str | None) -> str:
+    return f"; did you mean {near}?" if near else f"; {KEYS_LISTED}"
+
+
+KEYS_LISTED = "the keys are listed in README.md (Configuration) and by galera-health serve --help"
 
 
 def raw_from_toml(path: str) -> dict[str, Any]:
@@ -358,7 +714,7 @@ def raw_from_toml(path: str) -> dict[str, Any]:
             hint = (
                 "; put the password in password_file or GALERA_HEALTH_PASSWORD"
                 if key == "password"
-                else f"; known keys: {', '.join(k for k, s in KEYS.items() if s.in_file)}"
+                else did_you_mean(near_key(key, [k for k, s in KEYS.items() if s.in_file]))
             )
             raise ConfigError(f"unknown key {key!r} in config file {path!r}{hint}")
         if key == "nodes":
@@ -386,10 +742,10 @@ def raw_from_env(env: Mapping[str, str]) -> dict[str, Any]:
         if key == "config":
             continue
         if key not in KEYS:
+            near = near_key(key, [*KEYS, "config"])
             raise ConfigError(
-                f"unknown environment variable {name}; known: "
-                + ", ".join(ENV_PREFIX + k.upper() for k in KEYS)
-                + f", {ENV_PREFIX}CONFIG"
+                f"unknown environment variable {name}"
+                + did_you_mean(ENV_PREFIX + near.upper() if near else None)
             )
         if key == "nodes":
             specs = [s for s in value.split(",") if s.strip()]
@@ -432,14 +788,7 @@ def build_settings(layers: Sequence[dict[str, Any]], need_listen: bool = True) -
         raise ConfigError(
             f"cannot read password_file {password_file!r}; check the path and its permissions"
         )
-    credentials = Credentials(
-        user=user,
-        password_file=password_file,
-        password_env=raw.get("password_env"),
-        option_file=raw.get("option_file") if "password" in option_values else None,
-    )
-
-    listen = ListenAddress("0.0.0.0", 9200)
+    listen = DEFAULTS.listen
     if need_listen and raw.get("listen"):
         listen = ListenAddress(*parse_host_port(raw["listen"], "listen", None))
 
@@ -487,65 +836,54 @@ def build_settings(layers: Sequence[dict[str, Any]], need_listen: bool = True) -
             f"state_dir {state_dir!r} is not a directory; create it (mkdir -p) or fix the path"
         )
 
-    level = str(raw.get("log_level", "info")).lower()
-    if level not in LOG_LEVELS:
-        raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
-    log_format = str(raw.get("log_format", "text")).lower()
-    if log_format not in LOG_FORMATS:
-        raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
+    for setting in SETTINGS:
+        if setting.choices and setting.key in raw:
+            word = str(raw[setting.key]).lower()
+            if word not in setting.choices:
+                raise ConfigError(
+                    f"{setting.key} must be one of {', '.join(setting.choices)}, got {word!r}"
+                )
+            raw[setting.key] = word
 
-    defaults = Timeouts()
-    timeouts = Timeouts(
-        connect=raw.get("connect_timeout", defaults.connect),
-        read=raw.get("read_timeout", defaults.read),
-        write=raw.get("write_timeout", defaults.write),
-        statement=raw.get("statement_timeout", defaults.statement),
+    values = {s.field: raw[s.key] for s in SETTINGS if s.field is not None and s.key in raw}
+    values.update(
+        {
+            "nodes": tuple(nodes),
+            "credentials.user": user,
+            "credentials.password_env": raw.get("password_env"),
+            # kept only where the password comes from: user= alone was taken above
+            "credentials.option_file": raw.get("option_file")
+            if "password" in option_values
+            else None,
+            "listen": listen,
+            "status_listen": status_listen,
+            "agent_check_listen": agent_check_listen,
+            "config_path": raw.get("config_path"),
+        }
     )
+    settings = assemble(values)
+    timeouts = settings.timeouts
     if timeouts.statement >= timeouts.read:
         raise ConfigError(
             f"statement_timeout ({timeouts.statement:g}) must be below read_timeout "
             f"({timeouts.read}) so the server ends a slow query before the client gives up"
         )
-    return Settings(
-        nodes=tuple(nodes),
-        credentials=credentials,
-        listen=listen,
-        interval=raw.get("interval", DEFAULT_INTERVAL),
-        timeouts=timeouts,
-        max_age_setting=raw.get("max_age"),
-        backoff_max=raw.get("backoff_max", 30.0),
-        stuck_after=raw.get("stuck_after", 60.0),
-        log_level=level,
-        log_format=log_format,
-        policy=Policy(
-            hold_down=raw.get("hold_down"),
-            available_when_donor=raw.get("available_when_donor", False),
-            available_when_readonly=raw.get("available_when_readonly", False),
-            allow_standalone=raw.get("allow_standalone", False),
-            max_recv_queue=raw.get("max_recv_queue"),
-            min_cluster_size=raw.get("min_cluster_size"),
-            rise=raw.get("rise", 1),
-            fall=raw.get("fall", 1),
-            fall_timeout=raw.get("fall_timeout"),
-            fall_agent_error=raw.get("fall_agent_error"),
-        ),
-        drain_seconds=raw.get("drain_seconds", 11.0),
-        state_dir=raw.get("state_dir"),
-        kill_sessions=raw.get("kill_sessions", False),
-        kill_sessions_after=raw.get("kill_sessions_after", 10.0),
-        tls=Tls(
-            ca=raw.get("ssl_ca"),
-            cert=raw.get("ssl_cert"),
-            key=raw.get("ssl_key"),
-            verify_identity=raw.get("ssl_verify_identity", False),
-        ),
-        status_listen=status_listen,
-        status_token_file=raw.get("status_token_file"),
-        status_tls_cert=raw.get("status_tls_cert"),
-        status_tls_key=raw.get("status_tls_key"),
-        agent_check_listen=agent_check_listen,
-        config_path=raw.get("config_path"),
-    )
+    return settings
+
+
+def assemble(values: Mapping[str, Any]) -> Settings:
+    """Settings from {dotted field: value}; every field not given keeps its default."""
+    top: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
+    for path, value in values.items():
+        head, _, rest = path.partition(".")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            top[head] = value
+    for head, fields in nested.items():
+        top[head] = replace(getattr(DEFAULTS, head), **fields)
+    return replace(DEFAULTS, **top)
 
 
 def load_settings(
@@ -567,3 +905,49 @@ def load_settings(
         else:
             flag_layer[key] = coerce(key, value, "--" + key.replace("_", "-"))
     return build_settings([file_layer, raw_from_env(env), flag_layer], need_listen=need_listen)
+
+
+# --- showing the effective settings -----------------------------------------------------
+
+
+def password_source(settings: Settings) -> str:
+    """Where the password comes from, never what it is."""
+    credentials = settings.credentials
+    if credentials.password_file is not None:
+        return f"password_file {credentials.password_file}"
+    if credentials.password_env is not None:
+        return f"environment {credentials.password_env}"
+    if credentials.option_file is not None:
+        return f"option_file {credentials.option_file}"
+    return "none"
+
+
+def shown_value(value: Any) -> Any:
+    if isinstance(value, (ListenAddress, NodeAddress)):
+        return value.display()
+    return value
+
+
+def describe(settings: Settings) -> dict[str, Any]:
+    """The effective configuration, safe to show (the start line at debug, /status): each
+    setting where its description says, the user name but never a password."""
+    document: dict[str, Any] = {
+        "password_source": password_source(settings),
+        "nodes": {n.name: n.display() for n in settings.nodes},
+    }
+    for setting in SETTINGS:
+        if setting.shown is None or setting.field is None:
+            continue
+        value = resolve(settings, setting.field)
+        *parents, name = setting.shown.split(".")
+        place = document
+        for parent in parents:
+            place = place.setdefault(parent, {})
+        place[name] = value is not None if setting.shown_as == "given" else shown_value(value)
+    document.update(
+        max_age_seconds=settings.max_age,
+        healthy_max_age_seconds=settings.healthy_max_age,
+        config_path=settings.config_path,
+        driver_mode=DRIVER_MODE,
+    )
+    return document

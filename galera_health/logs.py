@@ -1,8 +1,8 @@
 """Logging set-up: text or JSON lines on stderr, and a limit on repeated identical errors.
 
-The agent is quiet by design (DESIGN.md, principle 7): it logs transitions, its start and its
-own errors. Structured fields (node, from, to, reason, config) travel as `extra=` on the record;
-the JSON format writes them as fields, the text format keeps the human message.
+The agent is quiet by design (docs/architecture.md, "Logs"): it logs transitions, its start
+and its own errors. Structured fields (node, from, to, reason, config) travel as `extra=` on the
+record; the JSON format writes them as fields, the text format keeps the human message.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Scheduler wiring: one APScheduler job per node, never two polls of a node at once.
 
-The job is the only place where probe (I/O), evaluate (pure) and store (swap) meet, and the only
-place that logs a node's change of state.
+The poll job is the only place where probe (I/O), evaluate (pure) and store (swap) meet. Every
+change of a node's state is logged by log_transition below: the poll job's, housekeeping's
+(maintenance) and the SIGTERM drain's (cli.py), each once, from the transitions the store returns.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from . import maintenance
 from .config import ConfigError, NodeAddress, Settings
-from .metrics import PollStats
 from .probe import NodeProbe, probe_for
+from .stats import PollStats
 from .store import Transition, VerdictStore
 from .verdict import Policy, ProbeError, Verdict, evaluate
 
@@ -36,13 +37,20 @@ ProbeFactory = Callable[..., NodeProbe]
 class NodePoller:
     """One node: its probe, its previous verdict, and whether a poll is running right now."""
 
-    def __init__(self, name: str, probe: NodeProbe, policy: Policy, store: VerdictStore) -> None:
+    def __init__(
+        self,
+        name: str,
+        probe: NodeProbe,
+        policy: Policy,
+        store: VerdictStore,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.name = name
         self.probe = probe
         self.policy = policy
         self.store = store
+        self._clock = clock  # monotonic, the store's clock too (out_since is compared with it)
         self.running_since: float | None = None  # monotonic start of the poll in progress
-        self.polls = 0
         self.skipped = 0
         self.stats = PollStats()  # read by /metrics at scrape time
         # A reload hands over a new probe; the job thread swaps it in, so the one connection of
@@ -63,7 +71,7 @@ class NodePoller:
         if self.retired:
             self.probe.close()
             return None
-        started = time.monotonic()
+        started = self._clock()
         self.running_since = started
         try:
             self._swap_probe()
@@ -71,7 +79,7 @@ class NodePoller:
             if self.retired:  # removed by a reload while polling: leave nothing behind
                 self.probe.close()
                 return None
-            finished = time.monotonic()
+            finished = self._clock()
             verdict = evaluate(
                 observation,
                 self.policy,
@@ -82,7 +90,6 @@ class NodePoller:
                 poll_seconds=finished - started,
             )
             transition = self.store.publish(verdict)
-            self.polls += 1
             self.stats.record(
                 verdict.poll_seconds,
                 observation.kind if isinstance(observation, ProbeError) else None,
@@ -100,7 +107,7 @@ class NodePoller:
         after = self.kill_sessions_after
         if after is None or out_since is None or out_since == self._killed_for:
             return
-        if time.monotonic() - out_since < after:
+        if self._clock() - out_since < after:
             return
         self._killed_for = out_since
         killed, error = self.probe.kill_client_sessions()
@@ -212,10 +219,6 @@ class Poller:
     def stats(self) -> dict[str, PollStats]:
         return self.stats_by_node
 
-    def poll_now(self, name: str) -> None:
-        """Move the node's next run to now; dropped if a poll is in progress (never a second)."""
-        self._scheduler.modify_job(name, next_run_time=datetime.now(timezone.utc))
-
     def _on_skipped(self, event: JobExecutionEvent) -> None:
         node = self.nodes.get(event.job_id)
         if node is not None:
@@ -288,8 +291,6 @@ class Poller:
             new = replace(new, agent_check_listen=old.agent_check_listen)
         self.settings = new
         self._config_mtime = self._mtime(new.config_path)
-        self.store.max_age = new.max_age
-        self.store.healthy_max_age = new.healthy_max_age
         wanted = {address.name: address for address in new.nodes}
         for name in [n for n in self.nodes if n not in wanted]:
             node = self.nodes.pop(name)
@@ -299,7 +300,7 @@ class Poller:
                 self._scheduler.remove_job(name)
             if node.running_since is None:
                 node.probe.close()
-        self.store.set_nodes(wanted)
+        self.store.reconfigure(wanted, new.max_age, new.healthy_max_age)
         connection_changed = (
             new.credentials != old.credentials
             or new.timeouts != old.timeouts

@@ -1,7 +1,6 @@
 """One poll of one node over its one persistent connection, every step under a deadline.
 
-The driver is mysql-connector-python in pure-Python mode, chosen explicitly: its C extension
-does not load on Debian 12 and the driver would silently fall back anyway; we test what we ship.
+The driver is mysql-connector-python in pure-Python mode (facts.DRIVER_MODE says why).
 With connection_timeout, read_timeout and write_timeout all set, every stall we know (no greeting,
 stalled auth, frozen server, blackholed address, stalled query) ends in bounded time.
 """
@@ -19,35 +18,12 @@ import mysql.connector
 from mysql.connector import errors as myerrors
 
 from .config import ConfigError, Credentials, NodeAddress, Settings, Timeouts, Tls
+from .facts import DRIVER_MODE, STATUS_NAMES, VARIABLE_NAMES
 from .verdict import Observation, ProbeError, Snapshot
-
-DRIVER_MODE = "pure"
 
 # The driver logs its auth plugin choice at INFO on every connect: during a freeze that would be
 # lines per reconnect. We log transitions, not connections.
 logging.getLogger("mysql.connector").setLevel(logging.WARNING)
-
-STATUS_NAMES = (
-    "wsrep_cluster_status",
-    "wsrep_local_state",
-    "wsrep_local_state_comment",
-    "wsrep_ready",
-    "wsrep_connected",
-    "wsrep_local_recv_queue",
-    "wsrep_cluster_size",
-    "wsrep_local_index",
-    # identity, for dashboards (mysqld_exporter's mysql_galera_status_info)
-    "wsrep_local_state_uuid",
-    "wsrep_cluster_state_uuid",
-    "wsrep_provider_version",
-)
-VARIABLE_NAMES = (
-    "wsrep_on",
-    "wsrep_desync",
-    "wsrep_reject_queries",
-    "wsrep_sst_donor_rejects_queries",
-    "read_only",
-)
 
 
 def _names(names: tuple[str, ...]) -> str:
@@ -74,7 +50,6 @@ ER_USER_LIMIT_REACHED = 1226
 ER_NOT_SUPPORTED_AUTH_MODE = 1251
 ER_STATEMENT_TIMEOUT = 1969
 ER_NO_SUCH_THREAD = 1094
-ER_KILL_DENIED_ERROR = 1095
 CR_CONNECTION_ERROR = 2002
 CR_CONN_HOST_ERROR = 2003
 CR_UNKNOWN_HOST = 2005
@@ -234,7 +209,6 @@ class NodeProbe:
         self._failures_in_backoff = 0
         self._retry_at = 0.0
         self._last_error: ProbeError | None = None
-        self.connects = 0
 
     def _connect_arguments(self) -> dict[str, Any]:
         arguments: dict[str, Any] = {
@@ -280,7 +254,6 @@ class NodeProbe:
             connection.shutdown()
             raise
         self._provider_options = str(row[0]) if row and row[0] is not None else None
-        self.connects += 1
         return connection, cursor
 
     def _query(self, cursor: Any) -> Snapshot:

@@ -3,6 +3,10 @@
 Writers (one poller thread per node) swap an immutable Verdict reference; readers take the
 reference and judge its age on the monotonic clock at read time. So a poller that hangs forever
 cannot keep a node healthy: its verdict simply grows stale (fail closed).
+
+Each writer has its one narrow method: the poll job `publish`es a verdict, housekeeping
+`set_maintenance`, the SIGTERM handler `start_drain`, and a reload `reconfigure`s the nodes and
+age limits. Everything else is read-only.
 """
 
 from __future__ import annotations
@@ -48,12 +52,14 @@ class VerdictStore:
         history: int = 50,
         clock: Callable[[], float] = time.monotonic,
         healthy_max_age: float | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        self.nodes: tuple[str, ...] = tuple(nodes)
-        self.max_age = max_age
+        self._nodes: tuple[str, ...] = tuple(nodes)
+        self._max_age = max_age
         # a healthy verdict expires sooner: it must not outlive the detection bound
-        self.healthy_max_age = max_age if healthy_max_age is None else healthy_max_age
-        self._clock = clock
+        self._healthy_max_age = max_age if healthy_max_age is None else healthy_max_age
+        self._clock = clock  # monotonic: ages and out_since
+        self._wall_clock = wall_clock  # for humans: when a transition happened
         self._latest: dict[str, Verdict] = {}
         self._history_size = history
         self._history: dict[str, deque[Transition]] = {n: deque(maxlen=history) for n in self.nodes}
@@ -63,19 +69,37 @@ class VerdictStore:
         self._draining: str | None = None
         self._out_since: dict[str, float] = {}  # node -> monotonic start of drain/maintenance
 
-    def set_nodes(self, nodes: Iterable[str]) -> None:
-        """A reload: keep the verdicts and history of nodes that stay."""
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        return self._nodes
+
+    @property
+    def max_age(self) -> float:
+        """Past this age any verdict answers 503 stale."""
+        return self._max_age
+
+    @property
+    def healthy_max_age(self) -> float:
+        """Past this age (counted from its poll's start) a healthy verdict answers 503 stale."""
+        return self._healthy_max_age
+
+    def reconfigure(
+        self, nodes: Iterable[str], max_age: float, healthy_max_age: float | None = None
+    ) -> None:
+        """A reload: the new node list and age limits; nodes that stay keep verdicts and history."""
         names = tuple(nodes)
         with self._history_lock:
             for name in names:
                 self._history.setdefault(name, deque(maxlen=self._history_size))
-        for gone in set(self.nodes) - set(names):
+        for gone in set(self._nodes) - set(names):
             self._latest.pop(gone, None)
-        self.nodes = names
+        self._max_age = max_age
+        self._healthy_max_age = max_age if healthy_max_age is None else healthy_max_age
+        self._nodes = names
 
     def set_maintenance(self, maintenance: dict[str, Maintenance]) -> list[Transition]:
         """Swap in which nodes are in maintenance; return the transitions it makes."""
-        before, now = self._maintenance, time.time()
+        before, now = self._maintenance, self._wall_clock()
         changes: list[Transition] = []
         for node in self.nodes:
             old, new = before.get(node), maintenance.get(node)
@@ -103,7 +127,8 @@ class VerdictStore:
         return changes
 
     def start_drain(self, reason: str) -> list[Transition]:
-        now = time.time()
+        """SIGTERM: every node answers 503 draining from now on; return the transitions."""
+        now = self._wall_clock()
         changes = [
             Transition(node, now, self.view(node).state, "draining", f"draining ({reason})", False)
             for node in self.nodes

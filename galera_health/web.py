@@ -20,8 +20,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, choose_encoder, ge
 from werkzeug.exceptions import MethodNotAllowed
 
 from . import __version__
-from .metrics import PollStats, make_registry
-from .probe import DRIVER_MODE
+from .facts import DRIVER_MODE
+from .metrics import make_registry
+from .stats import PollStats
 from .status_page import StatusPage
 from .store import NodeView, VerdictStore
 from .verdict import Policy
@@ -317,7 +318,7 @@ def create_app(
     `fast_probes`: put ProbeFastPath in front (off only to compare it with the plain Flask routes
     in tests and benchmarks)."""
     app = Flask("galera_health")
-    app.response_class = NoStoreResponse  # jsonify, errors and the page get no-store too
+    app.response_class = NoStoreResponse  # jsonify and errors get no-store; the page sets it
     # A probe must get 200/503, never a 308 that werkzeug would build from the client's Host
     # for //health or /health//n1. OPTIONS is a verdict on the probe paths only (HAProxy's bare
     # httpchk sends it), 405 elsewhere.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +13,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from galera_health.config import (
+    DEFAULT_INTERVAL,
+    KEYS,
+    SETTINGS,
     ConfigError,
     ListenAddress,
     NodeAddress,
+    describe,
     load_settings,
     parse_host_port,
     parse_node,
+    raw_from_env,
+    raw_from_toml,
+    resolve,
 )
 
 
@@ -73,6 +82,14 @@ def test_listen_forms() -> None:
     assert parse_host_port("0.0.0.0:9200", "listen", None) == ("0.0.0.0", 9200)
     with pytest.raises(ConfigError, match="no port"):
         parse_host_port("0.0.0.0", "listen", None)
+    with pytest.raises(ConfigError, match=r"'9290' has no host, only a port; .* 0\.0\.0\.0:9290"):
+        parse_host_port("9290", "listen", None)
+    with pytest.raises(ConfigError, match="'3307' has no host, only a port"):
+        parse_node("n1=3307", 1, "--node")  # not host "3307" on port 3306
+
+
+def test_a_node_without_a_port_is_on_3306() -> None:
+    assert parse_node("n1=foo", 1, "--node") == NodeAddress("n1", "foo", 3306)
 
 
 def test_flags_env_and_file_layer_in_order(tmp_path: Path, password_file: str) -> None:
@@ -150,12 +167,16 @@ def test_password_file_is_reread_at_every_call(password_file: str) -> None:
 @pytest.mark.parametrize(
     ("document", "message"),
     [
-        ('usr = "x"', "unknown key 'usr'"),
+        ('usr = "x"', "unknown key 'usr' .*; did you mean user[?]"),
+        ("intervall = 2", "unknown key 'intervall' .*; did you mean interval[?]"),
         ('password = "x"', "password_file or GALERA_HEALTH_PASSWORD"),
         ("interval = -1", "interval .* at least 0.1"),
         ('interval = "fast"', "interval .* number"),
         ("read_timeout = 1.5", "read_timeout .* whole number"),
         ("read_timeout = true", "read_timeout .* boolean"),
+        ("connect_timeout = nan", "connect_timeout .* finite"),
+        ("connect_timeout = inf", "connect_timeout .* finite"),
+        ("interval = -inf", "interval .* finite"),
         ("nodes = 3", "nodes .* must be a table"),
         ("[nodes]\nn1 = 3306", "nodes.n1 .* string"),
         ('[nodes]\nn1 = "host:0"', "1-65535"),
@@ -176,8 +197,14 @@ def test_missing_pieces_are_named(tmp_path: Path) -> None:
         load_settings(flags(nodes=["127.0.0.1"]), {})
     with pytest.raises(ConfigError, match="cannot read password_file"):
         load_settings(flags(nodes=["127.0.0.1"], user="u", password_file=str(tmp_path / "no")), {})
-    with pytest.raises(ConfigError, match="unknown environment variable GALERA_HEALTH_INTREVAL"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown environment variable GALERA_HEALTH_INTREVAL; "
+        r"did you mean GALERA_HEALTH_INTERVAL\?$",
+    ):
         load_settings(flags(nodes=["127.0.0.1"], user="u"), {"GALERA_HEALTH_INTREVAL": "1"})
+    with pytest.raises(ConfigError, match=r"GALERA_HEALTH_ZZZ; the keys are listed in README\.md"):
+        load_settings(flags(nodes=["127.0.0.1"], user="u"), {"GALERA_HEALTH_ZZZ": "1"})
     with pytest.raises(ConfigError, match="used twice"):
         load_settings(flags(nodes=["a=127.0.0.1", "a=127.0.0.2"], user="u"), {})
     with pytest.raises(ConfigError, match="statement_timeout"):
@@ -237,3 +264,86 @@ def test_agent_check_listen_is_off_by_default_and_parsed(tmp_path: Path) -> None
         load_settings({**base, "listen": "0.0.0.0:9200", "agent_check_listen": "0.0.0.0:9200"}, {})
     with pytest.raises(ConfigError, match="agent_check_listen: port"):
         load_settings({**base, "agent_check_listen": "127.0.0.1:99999"}, {})
+
+
+# --- one description per setting: flags, env, file, --help, describe() all come from it ------
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_every_setting_is_a_flag_an_env_variable_and_a_file_key_with_its_default_in_help(
+    tmp_path: Path,
+) -> None:
+    from galera_health.cli import build_parser
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command")
+    for command in ("serve", "check"):
+        sub = subparsers.choices[command]  # type: ignore[attr-defined]
+        text = " ".join(sub.format_help().split())
+        flags = {o for a in sub._actions for o in a.option_strings}
+        for setting in SETTINGS:
+            wanted = setting.in_flags and command in setting.commands
+            assert (setting.flag in flags) == wanted, (command, setting.key)
+            if wanted:
+                assert f"(default: {setting.default_shown()})" in text, setting.key
+    for setting in SETTINGS:
+        assert setting.env == "GALERA_HEALTH_" + setting.key.upper()
+        if setting.kind in (int, float):
+            value = str(setting.minimum if setting.minimum is not None else 1)
+            assert raw_from_env({setting.env: value})[setting.key] == float(value)
+            document = tmp_path / f"{setting.key}.toml"
+            document.write_text(f"{setting.key} = {value}\n")
+            assert raw_from_toml(str(document))[setting.key] == float(value)
+
+
+def test_defaults_come_from_the_typed_settings_and_land_where_described() -> None:
+    settings = load_settings({"nodes": ["127.0.0.1"], "user": "u"}, {})
+    for setting in SETTINGS:
+        if setting.field is not None and setting.key not in ("nodes", "user"):
+            assert resolve(settings, setting.field) == setting.default, setting.key
+    assert KEYS["interval"].default == DEFAULT_INTERVAL and KEYS["rise"].default == 1
+    assert KEYS["interval"].default_shown() == f"{DEFAULT_INTERVAL:g}"
+    assert KEYS["listen"].default_shown() == "0.0.0.0:9200"
+    given = load_settings(
+        {"nodes": ["127.0.0.1"], "user": "u", "rise": "3", "read_timeout": "4", "ssl_key": None},
+        {"GALERA_HEALTH_INTERVAL": "0.5"},
+    )
+    assert (given.policy.rise, given.timeouts.read, given.interval) == (3, 4, 0.5)
+
+
+def test_describe_shows_every_setting_it_describes_and_no_secret(password_file: str) -> None:
+    settings = load_settings(
+        {"nodes": ["a=h:1"], "user": "u", "password_file": password_file, "rise": "2"}, {}
+    )
+    document = describe(settings)
+    assert "s3cret-pw" not in str(document)
+    for setting in SETTINGS:
+        if setting.shown is None:
+            continue
+        place: Any = document
+        for part in setting.shown.split("."):
+            place = place[part]
+        if setting.shown_as == "given":
+            assert isinstance(place, bool), setting.key
+    assert document["policy"]["rise"] == 2 and document["timeouts_seconds"]["read"] == 2
+    assert set(document) == {  # the /status "agent" object: fields are only ever added
+        "user", "password_source", "nodes", "interval_seconds", "max_age_seconds",
+        "healthy_max_age_seconds", "timeouts_seconds", "policy", "drain_seconds", "state_dir",
+        "kill_sessions", "kill_sessions_after_seconds", "tls", "status_listen", "status_token",
+        "status_tls", "agent_check_listen", "config_path", "backoff_max_seconds",
+        "stuck_after_seconds", "listen", "log_level", "log_format", "driver_mode",
+    }  # fmt: skip
+    assert set(document["policy"]) == set(asdict(settings.policy))
+    assert set(document["tls"]) == {"ca", "cert", "verify_identity"}
+
+
+def test_the_readme_table_has_a_row_for_every_setting() -> None:
+    text = README.read_text()
+    table = text[text.index("| key | default | meaning |") :].split("\n\n", 1)[0]
+    documented: set[str] = set()
+    for row in table.splitlines()[2:]:
+        first = row.split("|")[1]
+        documented |= set(re.findall(r"`(?:GALERA_HEALTH_)?([a-z_]+|[A-Z_]+)`", first))
+    documented = {key.lower() for key in documented}
+    assert documented == set(KEYS), documented ^ set(KEYS)

@@ -14,17 +14,9 @@ from galera_health.config import ConfigError, load_settings
 from galera_health.logs import JsonFormatter, RepeatFilter, setup_logging
 from galera_health.poller import NodePoller
 from galera_health.store import VerdictStore
-from galera_health.verdict import Observation, Policy, ProbeError, Snapshot
+from galera_health.verdict import Policy, ProbeError, Snapshot
 
-from .test_verdict import SYNCED
-
-
-class FakeProbe:
-    def __init__(self, *observations: Observation) -> None:
-        self.observations = list(observations)
-
-    def poll(self) -> Observation:
-        return self.observations.pop(0)
+from .fakes import SYNCED, FakeProbe
 
 
 @pytest.fixture

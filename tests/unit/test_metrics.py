@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from galera_health.metrics import POLL_BUCKETS, PollStats, status_value
+from galera_health.metrics import status_value
+from galera_health.stats import POLL_BUCKETS, PollStats
 from galera_health.store import VerdictStore
 from galera_health.verdict import Policy, ProbeError, Snapshot, evaluate
 from galera_health.web import create_app
 
-from .test_verdict import SYNCED
+from .fakes import SYNCED
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -17,7 +17,7 @@ from galera_health.verdict import Policy, ProbeError, Snapshot, evaluate
 from galera_health.web import create_app
 
 from .conftest import Clock
-from .test_verdict import SYNCED
+from .fakes import SYNCED
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "docs" / "status.schema.json"
 

@@ -1,0 +1,323 @@
+"""Reload, drain and maintenance: the agent's three ways to change course without a restart,
+with scripted probes (tests/unit/fakes.py) in place of MySQL.
+
+The same paths against real Galera nodes are in tests/integration/test_policies.py; here each
+rule is pinned on its own, with a clock the test moves.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from galera_health import maintenance
+from galera_health.config import NodeAddress, Settings, load_settings
+from galera_health.poller import NodePoller, Poller
+from galera_health.store import VerdictStore
+from galera_health.verdict import Policy, ProbeError, Snapshot
+
+from .conftest import Clock
+from .fakes import SYNCED, FakeProbe
+
+WALL = 1_700_000_000.0
+
+
+def settings(*nodes: str, **flags: Any) -> Settings:
+    return load_settings({"nodes": list(nodes), "user": "health", **flags}, {})
+
+
+class Probes:
+    """A probe factory for the Poller that keeps every probe it made, by node name."""
+
+    def __init__(self) -> None:
+        self.made: dict[str, list[FakeProbe]] = {}
+        self.addresses: dict[str, NodeAddress] = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, address: NodeAddress, *args: Any, **kwargs: Any) -> Any:  # a NodeProbe
+        probe = FakeProbe(Snapshot(SYNCED))
+        with self.lock:
+            self.made.setdefault(address.name, []).append(probe)
+            self.addresses[address.name] = address
+        return probe
+
+    def of(self, name: str) -> list[FakeProbe]:
+        with self.lock:
+            return list(self.made.get(name, []))
+
+
+def poll_all(poller: Poller) -> None:
+    for node in list(poller.nodes.values()):
+        node.run_once()
+
+
+def wait_until(condition: Callable[[], bool], what: str, limit: float = 30.0) -> None:
+    """Polls a condition (the scheduler's threads make it true), bounded generously."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {limit:g} s: {what}")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def transitions(caplog: pytest.LogCaptureFixture) -> Iterator[Callable[[], list[str]]]:
+    caplog.set_level(logging.INFO, logger="galera_health")
+
+    def lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if getattr(r, "transition", False)]
+
+    yield lines
+
+
+# --- maintenance -----------------------------------------------------------------------------
+
+
+def test_maintenance_files_take_nodes_out_at_once_and_bring_them_back(
+    tmp_path: Path, transitions: Callable[[], list[str]]
+) -> None:
+    state_dir = str(tmp_path)
+    probes = Probes()
+    poller = Poller(
+        settings("n1=h1", "n2=h2", state_dir=state_dir), VerdictStore(["n1", "n2"], 5.0), probes
+    )
+    poll_all(poller)
+    store = poller.store
+    assert [v.state for v in store.views()] == ["synced", "synced"]
+
+    maintenance.switch(state_dir, "n2", True, "patching")
+    poller.apply_maintenance()  # what housekeeping does every 0.25 s
+    n1, n2 = store.views()
+    assert (n1.healthy, n2.healthy, n2.state) == (True, False, "maintenance")
+    assert n2.reason.startswith("maintenance (patching (set by ")
+    assert n2.maintenance is not None and n2.maintenance.path == os.path.join(
+        state_dir, "maintenance.n2"
+    )
+    assert transitions()[-1].startswith("n2: synced -> maintenance (patching")
+    poll_all(poller)  # a good poll does not lift it
+    poller.apply_maintenance()  # and an unchanged file is no new transition
+    assert store.view("n2").state == "maintenance"
+    assert len([t for t in transitions() if t.startswith("n2: synced -> maintenance")]) == 1
+
+    maintenance.switch(state_dir, None, True, "")  # every node; n2's own file wins
+    poller.apply_maintenance()
+    assert store.view("n1").state == "maintenance"
+    assert store.view("n1").reason.startswith("maintenance (set by ")
+    assert "patching" in store.view("n2").reason
+
+    for node in (None, "n2"):
+        maintenance.switch(state_dir, node, False, "")
+    poller.apply_maintenance()
+    assert [(v.state, v.healthy) for v in store.views()] == [("synced", True), ("synced", True)]
+    assert transitions()[-2:] == ["n1: maintenance -> synced", "n2: maintenance -> synced"]
+    assert [t.to_state for t in store.transitions("n2")] == ["synced", "maintenance", "synced"]
+
+
+def test_maintenance_without_a_verdict_and_an_unreadable_file_fail_closed(tmp_path: Path) -> None:
+    state_dir = str(tmp_path)
+    os.mkdir(os.path.join(state_dir, "maintenance.n1"))  # present, but not a readable file
+    poller = Poller(settings("n1=h1", state_dir=state_dir), VerdictStore(["n1"], 5.0), Probes())
+    poller.apply_maintenance()
+    view = poller.store.view("n1")
+    assert (view.healthy, view.state) == (False, "maintenance")
+    assert "unreadable" in view.reason
+    poll_all(poller)
+    assert poller.store.view("n1").state == "maintenance"
+    assert poller.store.transitions("n1")[0].from_state == "starting"
+
+
+def test_kill_sessions_once_per_episode_after_the_delay(clock: Clock) -> None:
+    store = VerdictStore(["n1"], 5.0, clock=clock, wall_clock=lambda: WALL)
+    probe = FakeProbe(Snapshot(SYNCED))
+    node = NodePoller("n1", probe, Policy(), store, clock=clock)  # type: ignore[arg-type]
+    node.kill_sessions_after = 10.0
+    node.run_once()
+    record = maintenance.Maintenance("patching", WALL, "ops", "/x/maintenance.n1")
+    store.set_maintenance({"n1": record})
+    assert store.out_since("n1") == clock.now
+    for step in (0.0, 5.0, 9.9):
+        clock.now = 100.0 + step
+        node.run_once()
+    assert probe.killed == []  # not before kill_sessions_after
+    clock.now = 110.0
+    node.run_once()
+    assert probe.killed == [5]
+    clock.now = 200.0
+    node.run_once()
+    assert probe.killed == [5]  # once per episode
+    store.set_maintenance({})
+    assert store.out_since("n1") is None
+    clock.now = 300.0
+    store.set_maintenance({"n1": record})  # a new episode
+    clock.now = 311.0
+    node.run_once()
+    assert probe.killed == [5, 7]
+
+
+def test_kill_sessions_failure_is_logged_once(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="galera_health")
+    store = VerdictStore(["n1"], 5.0, clock=clock)
+    probe = FakeProbe(Snapshot(SYNCED))
+    probe.kill_error = ProbeError("access_denied", "KILL denied")
+    node = NodePoller("n1", probe, Policy(), store, clock=clock)  # type: ignore[arg-type]
+    node.kill_sessions_after = 0.0
+    store.start_drain("agent stopping")
+    node.run_once()
+    node.run_once()
+    failures = [r for r in caplog.records if getattr(r, "event", None) == "kill_sessions"]
+    assert len(failures) == 1 and failures[0].levelno == logging.ERROR
+    assert "CONNECTION ADMIN" in failures[0].getMessage()
+
+
+# --- drain -----------------------------------------------------------------------------------
+
+
+def test_drain_answers_503_for_every_node_whatever_the_polls_say(clock: Clock) -> None:
+    store = VerdictStore(["n1", "n2"], 5.0, clock=clock, wall_clock=lambda: WALL)
+    n1 = NodePoller("n1", FakeProbe(Snapshot(SYNCED)), Policy(), store, clock=clock)  # type: ignore[arg-type]
+    n1.run_once()
+    assert store.draining is None
+    changes = store.start_drain("agent stopping, exit in 11 s")
+    assert [(t.node, t.from_state, t.to_state, t.at) for t in changes] == [
+        ("n1", "synced", "draining", WALL),
+        ("n2", "starting", "draining", WALL),
+    ]
+    assert all(not t.healthy for t in changes)
+    assert store.draining == "agent stopping, exit in 11 s"
+    n1.run_once()  # a healthy poll during the drain changes nothing
+    for view in store.views():
+        assert (view.healthy, view.state) == (False, "draining")
+        assert view.reason == "draining (agent stopping, exit in 11 s)"
+    assert store.view("n1").verdict is not None and store.view("n1").verdict.healthy  # type: ignore[union-attr]
+    assert store.out_since("n1") == store.out_since("n2") == clock.now
+    store.set_maintenance({"n2": maintenance.Maintenance("x", WALL, "ops", "/m")})
+    assert store.view("n2").state == "draining"  # draining outranks maintenance
+
+
+# --- reload ----------------------------------------------------------------------------------
+
+
+def test_reload_keeps_verdicts_of_nodes_that_stay_and_applies_the_rest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="galera_health")
+    probes = Probes()
+    first = settings("n1=h1", "n2=h2", rise=1)
+    wanted = [first]
+    poller = Poller(
+        first,
+        VerdictStore(["n1", "n2"], first.max_age, healthy_max_age=first.healthy_max_age),
+        probes,
+        reload_settings=lambda: wanted[0],
+    )
+    poll_all(poller)
+    store = poller.store
+    kept = store.latest("n2")
+    stats = poller.stats()
+
+    wanted[0] = settings("n2=h2", "n3=h3", rise=2, max_age=9.0)
+    assert poller.reload()
+    assert store.nodes == ("n2", "n3")
+    assert store.latest("n1") is None and "n1" not in poller.nodes and "n1" not in stats
+    assert probes.of("n1")[0].closed  # a removed node's connection is closed
+    assert store.latest("n2") is kept and store.max_age == 9.0
+    assert store.healthy_max_age == wanted[0].healthy_max_age
+    assert store.view("n3").state == "starting"
+    assert poller.policy.rise == 2 and poller.nodes["n2"].policy.rise == 2
+    assert poller.nodes["n2"].next_probe is None  # same address and connection settings
+    assert stats is poller.stats() and set(stats) == {"n2", "n3"}
+    assert "config reloaded (nodes: n2=h2:3306, n3=h3:3306)" in caplog.text
+
+    wanted[0] = settings("n2=h2:3307", "n3=h3", rise=2, max_age=9.0)  # n2 moved
+    assert poller.reload()
+    replacement = poller.nodes["n2"].next_probe
+    assert replacement is not None and probes.addresses["n2"].port == 3307
+    old = probes.of("n2")[0]
+    poller.nodes["n2"].run_once()  # the node's own job swaps the probe, closing the old one
+    assert old.closed and poller.nodes["n2"].probe is replacement and replacement.polls == 1
+
+
+def test_a_bad_reload_keeps_the_running_configuration(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from galera_health.config import ConfigError
+
+    first = settings("n1=h1")
+
+    def broken() -> Settings:
+        raise ConfigError("interval (from config file 'x') must be at least 0.1, got 0")
+
+    poller = Poller(first, VerdictStore(["n1"], first.max_age), Probes(), reload_settings=broken)
+    assert not poller.reload()
+    assert poller.settings is first and poller.store.nodes == ("n1",)
+    rejected = [r for r in caplog.records if getattr(r, "event", None) == "reload_rejected"]
+    assert len(rejected) == 1 and "must be at least 0.1" in rejected[0].getMessage()
+    assert not Poller(first, VerdictStore(["n1"], 5.0), Probes()).reload()  # nothing to reload
+
+
+def test_reload_cannot_move_the_listener(caplog: pytest.LogCaptureFixture) -> None:
+    first = settings("n1=h1", listen="127.0.0.1:9200")
+    moved = settings("n1=h1", listen="127.0.0.1:9300")
+    poller = Poller(first, VerdictStore(["n1"], 5.0), Probes(), reload_settings=lambda: moved)
+    assert poller.reload()
+    assert poller.settings.listen == first.listen
+    assert "listen 127.0.0.1:9200 -> 127.0.0.1:9300 needs a restart" in caplog.text
+
+
+def test_retired_mid_poll_leaves_nothing_behind(clock: Clock) -> None:
+    store = VerdictStore(["n1"], 5.0, clock=clock)
+    probe = FakeProbe(Snapshot(SYNCED))
+    node = NodePoller("n1", probe, Policy(), store, clock=clock)  # type: ignore[arg-type]
+
+    def poll_then_retire() -> Snapshot:
+        node.retired = True  # a reload removed the node while its poll ran
+        return Snapshot(SYNCED)
+
+    probe.poll = poll_then_retire  # type: ignore[method-assign]
+    assert node.run_once() is None
+    assert probe.closed and store.latest("n1") is None
+
+
+def test_sighup_and_a_changed_config_file_reload_in_the_running_scheduler(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text('user = "health"\ninterval = 60\n[nodes]\nn1 = "h1"\n')
+
+    def load() -> Settings:
+        return load_settings({}, {}, config_path=str(path))
+
+    first = load()
+    probes = Probes()
+    poller = Poller(first, VerdictStore(["n1"], first.max_age), probes, reload_settings=load)
+    poller.start()
+    try:
+        wait_until(lambda: poller.store.view("n1").state == "synced", "the first poll")
+        path.write_text('user = "health"\ninterval = 30\n[nodes]\nn1 = "h1"\nn2 = "h2"\n')
+        os.utime(path, (time.time() + 5, time.time() + 5))  # an mtime surely not the old one
+        wait_until(lambda: poller.store.nodes == ("n1", "n2"), "a reload on the file change")
+        wait_until(lambda: poller.store.view("n2").state == "synced", "the new node's poll")
+        assert poller.settings.interval == 30.0
+        assert poller.nodes["n1"].next_probe in list[Any](probes.of("n1")[1:])  # interval changed
+
+        # the same mtime as before, so only the request below reloads
+        mtime = os.stat(path).st_mtime
+        staged = tmp_path / "staged.toml"
+        staged.write_text('user = "health"\ninterval = 30\n[nodes]\nn2 = "h2"\n')
+        os.utime(staged, (mtime, mtime))
+        os.replace(staged, path)
+        poller.request_reload()  # SIGHUP
+        wait_until(lambda: poller.store.nodes == ("n2",), "a reload on request")
+        assert probes.of("n1")[0].closed
+        alive, reason = poller.liveness()
+        assert alive and reason == "ok"
+    finally:
+        poller.stop()
+    assert not poller.liveness()[0]
