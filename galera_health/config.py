@@ -13,7 +13,7 @@ import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 from .facts import DRIVER_MODE
 from .verdict import Policy
@@ -328,7 +328,7 @@ class Setting:
     in_file: bool = True
     in_flags: bool = True
     shown: str | None = None
-    shown_as: str = "value"
+    shown_as: Literal["value", "given"] = "value"
     metavar: str | None = None
 
     @property
@@ -735,7 +735,7 @@ def coerce(key: str, value: Any, source: str) -> Any:
     else:
         raise ConfigError(f"{where} must be a number, got {type(value).__name__}")
     if number != number or number in (float("inf"), float("-inf")):
-        raise ConfigError(f"{where} must be a finite number")
+        raise ConfigError(f"{where} must be a finite number")  # before int(): int(nan) raises
     if spec.kind is int and number != int(number):
         raise ConfigError(f"{where} must be a whole number of seconds (the driver's unit)")
     if spec.minimum is not None and number < spec.minimum:
@@ -1001,12 +1001,11 @@ def describe(settings: Settings) -> dict[str, Any]:
     """The effective configuration, safe to show (the start line at debug, /status): each
     setting where its description says, the user name but never a password."""
     document: dict[str, Any] = {
-        "user": settings.credentials.user,
         "password_source": password_source(settings),
         "nodes": {n.name: n.display() for n in settings.nodes},
     }
     for setting in SETTINGS:
-        if setting.shown is None or setting.field is None or setting.shown in document:
+        if setting.shown is None or setting.field is None:
             continue
         value = resolve(settings, setting.field)
         *parents, name = setting.shown.split(".")

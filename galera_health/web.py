@@ -36,7 +36,8 @@ PROBE_METHODS = ("GET", "HEAD", "OPTIONS")
 PROBE_ALLOW = ", ".join(PROBE_METHODS)
 
 # waitress defaults let 150 idle connections delay a probe by minutes (connection_limit 100,
-# no cleanup); these answered in ~10 ms with 150 idle or slowloris connections (DESIGN.md).
+# no cleanup); these answered in ~10 ms with 150 idle or slowloris connections
+# (docs/architecture.md, "waitress, tuned").
 SERVER_SETTINGS: dict[str, Any] = {
     "threads": 4,
     "connection_limit": 1000,

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from galera_health.cli import build_parser, main
+from galera_health.config import DEFAULT_INTERVAL
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -107,7 +108,7 @@ def test_the_start_line_is_short_and_the_full_config_is_at_debug() -> None:
     lines = start_lines("--log-level", "debug")
     full = next(line for line in lines if "effective config: " in line)
     config = json.loads(full.split("effective config: ", 1)[1])
-    assert config["policy"]["rise"] == 1 and config["interval_seconds"] == 0.25
+    assert config["policy"]["rise"] == 1 and config["interval_seconds"] == DEFAULT_INTERVAL
 
 
 def test_the_json_start_line_carries_the_short_config() -> None:

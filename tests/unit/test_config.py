@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from galera_health.config import (
+    DEFAULT_INTERVAL,
     KEYS,
     SETTINGS,
     ConfigError,
@@ -173,6 +174,9 @@ def test_password_file_is_reread_at_every_call(password_file: str) -> None:
         ('interval = "fast"', "interval .* number"),
         ("read_timeout = 1.5", "read_timeout .* whole number"),
         ("read_timeout = true", "read_timeout .* boolean"),
+        ("connect_timeout = nan", "connect_timeout .* finite"),
+        ("connect_timeout = inf", "connect_timeout .* finite"),
+        ("interval = -inf", "interval .* finite"),
         ("nodes = 3", "nodes .* must be a table"),
         ("[nodes]\nn1 = 3306", "nodes.n1 .* string"),
         ('[nodes]\nn1 = "host:0"', "1-65535"),
@@ -298,7 +302,8 @@ def test_defaults_come_from_the_typed_settings_and_land_where_described() -> Non
     for setting in SETTINGS:
         if setting.field is not None and setting.key not in ("nodes", "user"):
             assert resolve(settings, setting.field) == setting.default, setting.key
-    assert KEYS["interval"].default == 0.25 and KEYS["rise"].default == 1
+    assert KEYS["interval"].default == DEFAULT_INTERVAL and KEYS["rise"].default == 1
+    assert KEYS["interval"].default_shown() == f"{DEFAULT_INTERVAL:g}"
     assert KEYS["listen"].default_shown() == "0.0.0.0:9200"
     given = load_settings(
         {"nodes": ["127.0.0.1"], "user": "u", "rise": "3", "read_timeout": "4", "ssl_key": None},
