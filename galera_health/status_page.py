@@ -1,6 +1,7 @@
-"""GET / : one self-contained HTML page (inline CSS and JS, nothing external) that fetches
-/status every 2 s and draws it. The page holds no server data itself: the script puts every
-server string into the DOM with textContent, never as markup.
+"""GET / from a browser: one self-contained HTML page (inline CSS and JS, nothing external)
+that fetches /status every 2 s and draws it. The page holds no server data itself: the script
+puts every server string into the DOM with textContent, never as markup. It comes with the
+node verdict's status code (200/503), like /health: `/` is a probe too.
 
 The page is read once from the package at start; the handler only returns those bytes, with a
 Content-Security-Policy that allows exactly its own inline style and script (by hash), fetches
@@ -37,8 +38,11 @@ class StatusPage:
             "frame-ancestors 'none'"
         )
 
-    def response(self) -> Response:
-        response = Response(self.body, status=200, mimetype="text/html")
+    def response(self, status: int) -> Response:
+        """The page with the node verdict's status code (`/` is a probe too): 200 or 503. The
+        page draws from /status either way, which is always 200."""
+        response = Response(self.body, status=status, mimetype="text/html")
+        response.headers["Cache-Control"] = "no-store"
         response.headers["Content-Security-Policy"] = self.csp
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"

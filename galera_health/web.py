@@ -17,6 +17,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, choose_encoder, generate_latest
+from werkzeug.exceptions import MethodNotAllowed
 
 from . import __version__
 from .metrics import PollStats, make_registry
@@ -27,7 +28,11 @@ from .verdict import Policy
 
 Liveness = Callable[[], tuple[bool, str]]
 
-PROBE_PATHS = frozenset({"/health", "/readyz", "/livez"})
+# Answered with the verdict, never need the status token, and take OPTIONS: `/` is one because
+# a load balancer left at its default probes it (Azure's path, HAProxy's bare `option httpchk`).
+PROBE_PATHS = frozenset({"/health", "/readyz", "/livez", "/"})
+PROBE_METHODS = ("GET", "HEAD", "OPTIONS")
+PROBE_ALLOW = ", ".join(PROBE_METHODS)
 
 # waitress defaults let 150 idle connections delay a probe by minutes (connection_limit 100,
 # no cleanup); these answered in ~10 ms with 150 idle or slowloris connections (DESIGN.md).
@@ -73,8 +78,10 @@ def verdict_answer(views: list[NodeView]) -> tuple[int, str]:
 def probe_answer(store: VerdictStore, liveness: Liveness, path: str) -> tuple[int, str] | None:
     """Status and body for a probe path; None for any other path (an unknown node included).
     The fast path answers from here and the Flask routes from the same verdict_answer and
-    liveness_answer, so their bodies cannot differ (tests/unit/test_fast_path.py checks all)."""
-    if path in ("/health", "/readyz"):
+    liveness_answer, so their bodies cannot differ (tests/unit/test_fast_path.py checks all).
+    `/` is the same probe as `/health` (a browser asking for HTML gets the page instead of the
+    text, with the same status: see wants_html)."""
+    if path in ("/health", "/readyz", "/"):
         return verdict_answer(store.views())
     if path.startswith("/health/") and path[8:] in store.nodes:
         return verdict_answer([store.view(path[8:])])
@@ -88,46 +95,88 @@ def liveness_answer(liveness: Liveness) -> tuple[int, str]:
     return (200 if alive else 503), reason
 
 
-def text_answer(answer: tuple[int, str]) -> Response:
-    return text(answer[1], answer[0])
-
-
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 TEXT_PLAIN = "text/plain; charset=utf-8"
 STATUS_LINES = {200: "200 OK", 503: "503 SERVICE UNAVAILABLE"}  # werkzeug's spelling
 
 
+def wants_html(accept: str) -> bool:
+    """A browser: the Accept header names text/html itself (with a non-zero q). `*/*` (curl,
+    the kubelet) and no Accept (HAProxy, the Azure LB) get the text verdict."""
+    for media_range in accept.split(","):
+        kind, _, params = media_range.partition(";")
+        if kind.strip().lower() != "text/html":
+            continue
+        for param in params.split(";"):
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    return float(value) > 0
+                except ValueError:
+                    return False
+        return True
+    return False
+
+
+def probe_reply(answer: tuple[int, str], method: str) -> tuple[int, list[tuple[str, str]], bytes]:
+    """Status, headers and body of a probe answer; the one place both the fast path and the
+    Flask routes build it from. OPTIONS is the same verdict with no body (Content-Length: 0,
+    so an HTTP/1.1 checker does not wait for one) and an Allow header; HEAD keeps GET's length."""
+    status, body_text = answer
+    body = b"" if method == "OPTIONS" else (body_text + "\n").encode()
+    headers = [
+        ("Content-Type", TEXT_PLAIN),
+        ("Content-Length", str(len(body))),
+        ("Cache-Control", "no-store"),
+    ]
+    if method == "OPTIONS":
+        headers.append(("Allow", PROBE_ALLOW))
+    return status, headers, body
+
+
+def text_answer(answer: tuple[int, str]) -> Response:
+    status, headers, body = probe_reply(answer, request.method)
+    return NoStoreResponse(body, status=status, headers=headers)
+
+
 class ProbeFastPath:
     """WSGI middleware in front of Flask (app.wsgi_app, Flask's documented pattern) that answers
-    GET/HEAD of the probe paths without Flask's request machinery; everything else, and every
-    other method, goes on to Flask. Why: Flask's per-request cycle (contexts, URL adapter twice,
-    signals, response object) costs ~0.15 ms CPU, >99 % of a probe's work, and on 2 cores it put
-    the probe p99 at ~2.8x a bare waitress app; with this the agent measured at the bare app's
-    figures (docs/benchmarks.md). The answers are the same bytes as the Flask routes give."""
+    GET/HEAD/OPTIONS of the probe paths without Flask's request machinery (`/` too, unless a
+    browser asks for the page where there is one); everything else goes on to Flask. Why:
+    Flask's per-request cycle (contexts, URL adapter twice, signals, response object) costs
+    ~0.15 ms CPU, >99 % of a probe's work, and on 2 cores it put the probe p99 at ~2.8x a bare
+    waitress app; with this the agent measured at the bare app's figures (docs/benchmarks.md).
+    The answers are the same bytes as the Flask routes give."""
 
-    def __init__(self, flask_wsgi_app: WSGIApp, store: VerdictStore, liveness: Liveness) -> None:
+    def __init__(
+        self,
+        flask_wsgi_app: WSGIApp,
+        store: VerdictStore,
+        liveness: Liveness,
+        page: bool = True,
+    ) -> None:
         self.flask_wsgi_app = flask_wsgi_app
         self.store = store
         self.liveness = liveness
+        self.page = page  # this listener serves the status page on `/` to browsers
 
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
-        method = environ.get("REQUEST_METHOD")
-        if method == "GET" or method == "HEAD":
-            answer = probe_answer(self.store, self.liveness, environ.get("PATH_INFO", ""))
-            if answer is not None:
-                status, body_text = answer
-                body = (body_text + "\n").encode()
-                start_response(
-                    STATUS_LINES[status],
-                    [
-                        ("Content-Type", TEXT_PLAIN),
-                        ("Content-Length", str(len(body))),
-                        ("Cache-Control", "no-store"),
-                    ],
-                )
-                return [] if method == "HEAD" else [body]
+        method = environ.get("REQUEST_METHOD", "")
+        if method in PROBE_METHODS:
+            path = environ.get("PATH_INFO", "")
+            if not (
+                path == "/"
+                and method != "OPTIONS"
+                and self.page
+                and wants_html(environ.get("HTTP_ACCEPT", ""))
+            ):
+                answer = probe_answer(self.store, self.liveness, path)
+                if answer is not None:
+                    status, headers, body = probe_reply(answer, method)
+                    start_response(STATUS_LINES[status], headers)
+                    return [] if method == "HEAD" else [body]
         return self.flask_wsgi_app(environ, start_response)
 
 
@@ -262,14 +311,16 @@ def create_app(
 ) -> Flask:
     """The web layer, built from what it needs: tests fill a store by hand and call this.
     `stats`: the poller's per-node counters for /metrics (none: only store-derived metrics).
-    `surface`: "all", or "probe" (only /health, /readyz, /livez: for a listener the LB reaches
-    when /status and /metrics are served on status_listen). `status_token`: a bearer token the
-    status routes require (compared in constant time). `fast_probes`: put ProbeFastPath in front
-    (off only to compare it with the plain Flask routes in tests and benchmarks)."""
+    `surface`: "all", or "probe" (only the probes /health, /readyz, /livez and `/` as text: for
+    a listener the LB reaches when /status, /metrics and the page are served on status_listen).
+    `status_token`: a bearer token /status and /metrics require (compared in constant time).
+    `fast_probes`: put ProbeFastPath in front (off only to compare it with the plain Flask routes
+    in tests and benchmarks)."""
     app = Flask("galera_health")
     app.response_class = NoStoreResponse  # jsonify, errors and the page get no-store too
     # A probe must get 200/503, never a 308 that werkzeug would build from the client's Host
-    # for //health or /health//n1; and OPTIONS is no verdict: 405 like any other method.
+    # for //health or /health//n1. OPTIONS is a verdict on the probe paths only (HAProxy's bare
+    # httpchk sends it), 405 elsewhere.
     app.url_map.merge_slashes = False
     app.url_map.strict_slashes = False
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
@@ -280,26 +331,41 @@ def create_app(
     registry = make_registry(store, stats or {})
     page = StatusPage()
 
-    # ProbeFastPath answers GET/HEAD of these before Flask sees them; the routes stay so that the
-    # url_map knows them (405 for other methods) and the app answers the same without it.
-    @app.get("/health")
-    @app.get("/readyz")
+    # ProbeFastPath answers these before Flask sees them; the routes stay so that the url_map
+    # knows them (405 for other methods) and the app answers the same without it.
+    @app.route("/health", methods=PROBE_METHODS)
+    @app.route("/readyz", methods=PROBE_METHODS)
     def health() -> Response:
         return text_answer(verdict_answer(store.views()))
 
-    @app.get("/health/<node>")
+    @app.route("/health/<node>", methods=PROBE_METHODS)
     def health_node(node: str) -> Response:
         if node not in store.nodes:
             return text(f"unknown node {node!r}; known: {', '.join(store.nodes)}", 404)
         return text_answer(verdict_answer([store.view(node)]))
 
-    @app.get("/livez")
+    @app.route("/livez", methods=PROBE_METHODS)
     def livez() -> Response:
         return text_answer(liveness_answer(liveness))
 
+    serves_page = surface != "probe"
+
+    @app.route("/", methods=PROBE_METHODS)
+    def index() -> Response:
+        """The same probe as /health, so that a load balancer left at its default path (Azure,
+        HAProxy's bare httpchk) tells the truth. A browser gets the status page as the body,
+        with the same status code; on the probe-only listener (no page there: its /status is
+        elsewhere) it gets the text like everyone else. The page holds no data and the verdict
+        is /health's: neither needs the status token (the page's own fetch of /status does)."""
+        answer = verdict_answer(store.views())
+        accept = request.headers.get("Accept", "")
+        if serves_page and request.method != "OPTIONS" and wants_html(accept):
+            return page.response(answer[0])
+        return text_answer(answer)
+
     if surface != "probe":
-        # /status, /metrics and / reveal the cluster's layout: they may live on their own
-        # listener and behind a bearer token; the probe answers never do.
+        # /status and /metrics reveal the cluster's layout and the agent's settings: they may
+        # live on their own listener and behind a bearer token; the probe answers never do.
         if status_token is not None:
 
             @app.before_request
@@ -350,22 +416,21 @@ def create_app(
                 encoder, content_type = generate_latest, CONTENT_TYPE_LATEST
             return NoStoreResponse(encoder(registry), status=200, content_type=content_type)
 
-        @app.get("/")
-        def index() -> Response:
-            response = page.response()
-            response.headers["Cache-Control"] = "no-store"
-            return response
-
     @app.errorhandler(404)
     def not_found(_: Exception) -> Response:
         return text("not found; try /health, /readyz, /livez, /status, /metrics or /", 404)
 
     @app.errorhandler(405)
-    def not_allowed(_: Exception) -> Response:
-        response = text("method not allowed; use GET or HEAD", 405)
-        response.headers["Allow"] = "GET, HEAD"
+    def not_allowed(error: MethodNotAllowed) -> Response:
+        allowed = [m for m in PROBE_METHODS if m in (error.valid_methods or ("GET", "HEAD"))]
+        allow = ", ".join(allowed)
+        listed = ", ".join(allowed[:-1]) + " or " + allowed[-1]
+        response = text(f"method not allowed; use {listed}", 405)
+        response.headers["Allow"] = allow
         return response
 
     if fast_probes:
-        app.wsgi_app = ProbeFastPath(app.wsgi_app, store, liveness)  # type: ignore[method-assign]
+        app.wsgi_app = ProbeFastPath(  # type: ignore[method-assign]
+            app.wsgi_app, store, liveness, page=serves_page
+        )
     return app

@@ -639,11 +639,43 @@ def test_head_matches_get_without_a_body(synced_cluster: GaleraTestbed) -> None:
         for path in ("/status", "/metrics"):  # their length moves with ages: status only
             head = raw_request(agent.port, request("HEAD", path, HOST, CLOSE), to_eof=True)
             assert head.status == 200 and head.body == b"" and "content-length" in head.headers
+        # OPTIONS on a probe path: GET's status, no body, Content-Length 0 and Allow.
+        for path in ("/health", "/readyz", "/livez", "/health/n2", "/"):
+            answer = raw_request(agent.port, request("OPTIONS", path, HOST, CLOSE), to_eof=True)
+            assert answer.status == 200 and answer.body == b"", (path, answer)
+            assert answer.headers["content-length"] == "0", path
+            assert answer.headers["allow"] == "GET, HEAD, OPTIONS", path
         # Unknown methods: 405 naming what is allowed.
         answer = raw_request(agent.port, request("DELETE", "/health", HOST, CLOSE), to_eof=True)
         assert answer.status == 405
         allow = {m.strip() for m in answer.headers["allow"].split(",")}
         assert {"GET", "HEAD"} <= allow, allow
+        assert_still_serving(agent)
+
+
+@pytest.mark.galera
+def test_haproxy_bare_httpchk_and_clustercheck_style_probes(synced_cluster: GaleraTestbed) -> None:
+    """What load balancers left at their defaults send: HAProxy's bare `option httpchk` is
+    `OPTIONS / HTTP/1.0` with no header; the Azure LB's default path is `/`. Both get the
+    verdict (200 here: the cluster is whole), the text one for a non-browser, and a 503 once a
+    node is out (maintenance needs a state_dir: read_only does it)."""
+    with healthy_agent(synced_cluster) as agent:
+        bare = raw_request(agent.port, b"OPTIONS / HTTP/1.0\r\n\r\n", to_eof=True)
+        assert bare.status == 200 and bare.closed and bare.body == b"", bare
+        root = raw_request(agent.port, request("GET", "/", HOST, CLOSE), to_eof=True)
+        assert root.status == 200 and root.body == b"n1: synced; n2: synced; n3: synced\n"
+        assert root.headers["content-type"].startswith("text/plain")
+        node = synced_cluster.node("n2")
+        node.sql("SET GLOBAL read_only = ON")
+        try:
+            agent.wait_for(lambda a: a.status == 503, "/", timeout=20)
+            bare = raw_request(agent.port, b"OPTIONS / HTTP/1.0\r\n\r\n", to_eof=True)
+            assert bare.status == 503 and bare.body == b"", bare
+            root = raw_request(agent.port, request("HEAD", "/", HOST, CLOSE), to_eof=True)
+            assert root.status == 503 and root.body == b"", root
+        finally:
+            node.sql("SET GLOBAL read_only = OFF")
+        agent.wait_for(lambda a: a.status == 200, "/", timeout=20)
         assert_still_serving(agent)
 
 

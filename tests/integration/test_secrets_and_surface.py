@@ -127,10 +127,12 @@ def test_status_on_its_own_listener_behind_a_token(
     ) as agent:
         agent.wait_for(is_200, timeout=15)
         # the LB's listener: probes only, no layout
-        for path in ("/health", "/health/n1", "/readyz", "/livez"):
+        for path in ("/health", "/health/n1", "/readyz", "/livez", "/"):
             assert agent.get(path).status == 200, path
-        for path in ("/status", "/metrics", "/"):
+        for path in ("/status", "/metrics"):
             assert agent.get(path).status == 404, path
+        # `/` is the probe here as well (the LB's default path), as text even for a browser
+        assert agent.get("/").body == agent.get("/health").body == "n1: synced\n"
         # the status listener: the token is required, compared exactly
         assert request(status_port, "/status")[0] == 401
         assert request(status_port, "/status", "wrong")[0] == 401
@@ -140,6 +142,7 @@ def test_status_on_its_own_listener_behind_a_token(
         assert status == 200 and '"n1"' in body
         assert request(status_port, "/metrics", "s3cret-token")[0] == 200
         assert request(status_port, "/health")[0] == 200  # probes never need the token
+        assert request(status_port, "/") == (200, "n1: synced\n")  # `/` is a probe
         assert "s3cret-token" not in agent.output()
 
 

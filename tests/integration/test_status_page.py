@@ -106,6 +106,7 @@ def test_status_page_in_a_real_browser(synced_cluster: GaleraTestbed, browser: W
         browser.get(f"http://127.0.0.1:{agent.port}/")
         cards = wait_page(browser, lambda c: len(c) == 3, timeout=10)
         first_render = time.monotonic() - started
+        assert navigation_status(browser) == 200
         assert states(cards) == {"n1": "synced", "n2": "synced", "n3": "synced"}
         load_ms = browser.execute_script(
             "const n = performance.getEntriesByType('navigation')[0];"
@@ -126,6 +127,13 @@ def test_status_page_in_a_real_browser(synced_cluster: GaleraTestbed, browser: W
             assert "bad" in frozen["classes"].split() and frozen["badge"] == "timeout"
             assert "no answer" in frozen["reason"]
             assert "synced" in frozen["timeline"] and "timeout" in frozen["timeline"]
+            assert browser.find_element(By.ID, "overall").text.lower() == "1 of 3 not serving"
+            # `/` is a probe too: the page itself now comes with a 503, and must draw as well
+            browser.refresh()
+            assert navigation_status(browser) == 503
+            cards = wait_page(browser, lambda c: len(c) == 3, timeout=10)
+            assert cards["n3"]["state"] == "timeout", cards
+            assert not browser.find_element(By.ID, "error").is_displayed()
             assert browser.find_element(By.ID, "overall").text.lower() == "1 of 3 not serving"
             time.sleep(2.5)  # one more refresh: age and timeline as an operator would see them
             SCREENSHOT.parent.mkdir(exist_ok=True)
@@ -152,4 +160,15 @@ def test_status_page_in_a_real_browser(synced_cluster: GaleraTestbed, browser: W
     # The page ran without a CSP violation or script error.
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     errors = [e for e in errors if "/status" not in e["message"]]  # the stopped agent
+    # the page's own 503 (the verdict) is logged by Chromium as a failed resource load
+    page_url = f"http://127.0.0.1:{agent.port}/ "
+    errors = [e for e in errors if not e["message"].startswith(page_url + "- Failed to load")]
     assert not errors, errors
+
+
+def navigation_status(driver: WebDriver) -> int:
+    """The HTTP status of the page's own document (Navigation Timing responseStatus)."""
+    status: int = driver.execute_script(
+        "return performance.getEntriesByType('navigation')[0].responseStatus;"
+    )
+    return status

@@ -1,4 +1,5 @@
-"""ProbeFastPath answers exactly what the Flask routes answer, for any method, path and state.
+"""ProbeFastPath answers exactly what the Flask routes answer, for any method, path, Accept
+header, listener surface, token setting and state.
 
 Why: the fast path is a second way to produce the probe answer; if it ever differed from the Flask
 routes (a header, a status line, a path it claims that Flask would 404), a load balancer could see
@@ -25,11 +26,16 @@ from .test_verdict import SYNCED
 PATHS = [
     "/health", "/readyz", "/livez", "/health/n1", "/health/n2", "/health/n3", "/health/",
     "/health//n1", "/health/n1/", "/health/n1/x", "/Health", "/health%2Fn1", "/health/n%31",
-    "/readyz/", "/livez/", "//health", "/health?x=1", "/nope", "/health/status",
+    "/readyz/", "/livez/", "//health", "/health?x=1", "/nope", "/health/status", "/", "//",
+    "/?x=1", "/index.html",
 ]  # fmt: skip
 # Flask-only pages whose bodies carry times (uptime, scrape durations): the fall-through to them
 # is checked in the second test.
-TIMED_PAGES = ("/status", "/metrics", "/")
+TIMED_PAGES = ("/status", "/metrics")
+ACCEPTS = [
+    None, "*/*", "text/html", "text/html,application/xhtml+xml,*/*;q=0.8", "text/html;q=0",
+    "text/plain", "application/json",
+]  # fmt: skip
 METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "get"]
 STATES: list[tuple[str, Any]] = [
     ("none", None),
@@ -39,7 +45,14 @@ STATES: list[tuple[str, Any]] = [
 ]
 
 
-def build(states: tuple[int, int], stale: bool, maintenance: bool, alive: bool) -> tuple[Any, Any]:
+def build(
+    states: tuple[int, int],
+    stale: bool,
+    maintenance: bool,
+    alive: bool,
+    surface: str = "all",
+    token: str | None = None,
+) -> tuple[Any, Any]:
     clock = Clock()
     store = VerdictStore(["n1", "n2"], max_age=5.0, clock=clock)
     for node, index in zip(("n1", "n2"), states, strict=True):
@@ -55,19 +68,22 @@ def build(states: tuple[int, int], stale: bool, maintenance: bool, alive: bool) 
     def liveness() -> tuple[bool, str]:
         return alive, "ok" if alive else "poller stuck: n1 poll running for 99 s"
 
-    with_fast = create_app(store, liveness)
-    without = create_app(store, liveness, fast_probes=False)
+    with_fast = create_app(store, liveness, surface=surface, status_token=token)
+    without = create_app(store, liveness, surface=surface, status_token=token, fast_probes=False)
     assert isinstance(with_fast.wsgi_app, ProbeFastPath)
     assert not isinstance(without.wsgi_app, ProbeFastPath)
     return with_fast, without
 
 
-def answer(app: Any, method: str, path: str) -> tuple[int, list[tuple[str, str]], bytes]:
-    response = Client(app).open(path, method=method)
+def answer(
+    app: Any, method: str, path: str, accept: str | None = None
+) -> tuple[int, list[tuple[str, str]], bytes]:
+    headers = {} if accept is None else {"Accept": accept}
+    response = Client(app).open(path, method=method, headers=headers)
     return response.status, sorted(response.headers.items()), response.get_data()
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(
     method=st.sampled_from(METHODS),
     path=st.sampled_from(PATHS) | st.text(min_size=0, max_size=12).map(lambda t: "/" + t),
@@ -75,13 +91,24 @@ def answer(app: Any, method: str, path: str) -> tuple[int, list[tuple[str, str]]
     stale=st.booleans(),
     maintenance=st.booleans(),
     alive=st.booleans(),
+    accept=st.sampled_from(ACCEPTS),
+    surface=st.sampled_from(["all", "probe", "status"]),
+    token=st.sampled_from([None, "t0ken"]),
 )
 def test_fast_path_answers_like_flask(
-    method: str, path: str, states: tuple[int, int], stale: bool, maintenance: bool, alive: bool
+    method: str,
+    path: str,
+    states: tuple[int, int],
+    stale: bool,
+    maintenance: bool,
+    alive: bool,
+    accept: str | None,
+    surface: str,
+    token: str | None,
 ) -> None:
     assume(path.split("?")[0] not in TIMED_PAGES)
-    with_fast, without = build(states, stale, maintenance, alive)
-    assert answer(with_fast, method, path) == answer(without, method, path)
+    with_fast, without = build(states, stale, maintenance, alive, surface, token)
+    assert answer(with_fast, method, path, accept) == answer(without, method, path, accept)
 
 
 def test_fast_path_answers_probes_and_passes_the_rest_to_flask() -> None:
@@ -99,8 +126,12 @@ def test_fast_path_answers_probes_and_passes_the_rest_to_flask() -> None:
     assert client.get("/health/n1").status == "200 OK"
     assert client.get("/health").status == "503 SERVICE UNAVAILABLE"
     assert client.head("/livez").status == "200 OK"
+    assert client.options("/health").status == "503 SERVICE UNAVAILABLE"
+    assert client.get("/").status == "503 SERVICE UNAVAILABLE"
+    assert client.options("/", headers={"Accept": "text/html"}).status_code == 503
     assert seen == []  # the probe answers never reached Flask
+    assert client.get("/", headers={"Accept": "text/html"}).status_code == 503  # the page
     assert client.get("/health/n9").status_code == 404
     assert client.post("/health").status_code == 405
     assert client.get("/status").status_code == 200
-    assert seen == ["/health/n9", "/health", "/status"]
+    assert seen == ["/", "/health/n9", "/health", "/status"]

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from flask.testing import FlaskClient
 
+from galera_health.maintenance import Maintenance
 from galera_health.store import VerdictStore
 from galera_health.verdict import Policy, ProbeError, Snapshot, evaluate
-from galera_health.web import create_app
+from galera_health.web import create_app, wants_html
 
 from .conftest import Clock
 from .test_verdict import SYNCED
@@ -108,6 +109,7 @@ def test_unknown_node_and_path_and_method(client: FlaskClient) -> None:
     assert client.get("/nothing").status_code == 404
     response = client.post("/health")
     assert response.status_code == 405 and "GET" in response.headers["Allow"]
+    assert response.text == "method not allowed; use GET, HEAD or OPTIONS\n"
 
 
 def test_livez_reports_the_agent_not_the_database(store: VerdictStore) -> None:
@@ -134,3 +136,120 @@ def test_status_document(client: FlaskClient, store: VerdictStore, clock: Clock)
     assert n1["poll_ms"] == 4.0
     assert n1["transitions"][0]["from"] == "starting" and n1["transitions"][0]["to"] == "synced"
     assert (n2["state"], n2["fault"]) == ("access_denied", "agent")
+
+
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+def synced_store(clock: Clock) -> VerdictStore:
+    store = VerdictStore(["n1", "n2"], max_age=5.0, clock=clock)
+    for node in ("n1", "n2"):
+        put(store, node, Snapshot(SYNCED), clock.now)
+    return store
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_root_is_the_health_probe(clock: Clock, fast: bool) -> None:
+    """`/` answers /health's code for GET, HEAD and OPTIONS (a load balancer at its default
+    path); a non-browser gets /health's text, a browser the page with the same code."""
+    store = synced_store(clock)
+    client = create_app(store, lambda: (True, "ok"), fast_probes=fast).test_client()
+    for method in ("GET", "HEAD", "OPTIONS"):
+        assert client.open("/", method=method).status_code == 200, method
+    assert client.get("/").data == client.get("/health").data == b"n1: synced; n2: synced\n"
+    assert client.get("/", headers={"Accept": "*/*"}).text == "n1: synced; n2: synced\n"
+    page = client.get("/", headers={"Accept": BROWSER_ACCEPT})
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    assert "Content-Security-Policy" in page.headers
+    assert page.headers["Cache-Control"] == "no-store"
+
+    put(store, "n2", Snapshot(dict(SYNCED, wsrep_cluster_status="non-Primary")), clock.now)
+    for method in ("GET", "HEAD", "OPTIONS"):
+        assert client.open("/", method=method).status_code == 503, method
+    assert client.get("/").text == client.get("/health").text
+    assert client.get("/").text.startswith("n2: non_primary")
+    page = client.get("/", headers={"Accept": BROWSER_ACCEPT})
+    assert page.status_code == 503 and page.mimetype == "text/html"
+    assert b"<title>galera-health</title>" in page.data
+    head = client.head("/", headers={"Accept": BROWSER_ACCEPT})
+    assert head.status_code == 503 and head.data == b""
+    assert head.headers["Content-Length"] == str(len(page.data))
+    # maintenance and a stale verdict are 503 on `/` too
+    put(store, "n2", Snapshot(SYNCED), clock.now)
+    store.set_maintenance({"n1": Maintenance("patching", 1.0, "ops", "/tmp/m")})
+    assert client.get("/").status_code == 503
+    store.set_maintenance({})
+    assert client.get("/").status_code == 200
+    clock.now += 6
+    assert client.get("/").status_code == 503
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_options_on_every_probe_path_is_the_verdict_without_a_body(
+    clock: Clock, fast: bool
+) -> None:
+    store = synced_store(clock)
+    put(store, "n2", ProbeError("timeout", "read timed out after 2 s"), clock.now)
+    client = create_app(store, lambda: (True, "ok"), fast_probes=fast).test_client()
+    for path in ("/health", "/readyz", "/health/n1", "/health/n2", "/livez", "/"):
+        get = client.get(path)
+        options = client.options(path, headers={"Accept": BROWSER_ACCEPT})
+        assert options.status_code == get.status_code, path
+        assert options.data == b"" and options.headers["Content-Length"] == "0", path
+        assert options.headers["Allow"] == "GET, HEAD, OPTIONS", path
+        assert options.headers["Cache-Control"] == "no-store", path
+    assert client.options("/health/n2").status_code == 503
+    assert client.options("/health/n9").status_code == 404
+    # not probes: OPTIONS keeps its 405, naming what is allowed
+    for path in ("/status", "/metrics"):
+        answer = client.options(path)
+        assert answer.status_code == 405 and answer.headers["Allow"] == "GET, HEAD", path
+    answer = client.post("/health")
+    assert answer.status_code == 405 and answer.headers["Allow"] == "GET, HEAD, OPTIONS"
+    assert client.delete("/").headers["Allow"] == "GET, HEAD, OPTIONS"
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_root_on_the_probe_listener_and_behind_a_token(clock: Clock, fast: bool) -> None:
+    """The LB can send no token: `/` never needs one (the page holds no data; its fetch of
+    /status does). On the probe-only listener `/` is the text verdict even for a browser."""
+    store = synced_store(clock)
+    probe_only = create_app(
+        store, lambda: (True, "ok"), surface="probe", fast_probes=fast
+    ).test_client()
+    answer = probe_only.get("/", headers={"Accept": BROWSER_ACCEPT})
+    assert (answer.status_code, answer.text) == (200, "n1: synced; n2: synced\n")
+    assert probe_only.get("/status").status_code == 404
+    guarded = create_app(
+        store, lambda: (True, "ok"), status_token="t0ken", fast_probes=fast
+    ).test_client()
+    assert guarded.get("/").status_code == 200
+    assert guarded.options("/").status_code == 200
+    page = guarded.get("/", headers={"Accept": BROWSER_ACCEPT})
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    assert guarded.get("/status").status_code == 401
+    assert guarded.get("/metrics").status_code == 401
+    put(store, "n1", Snapshot(dict(SYNCED, read_only="ON")), clock.now)
+    assert guarded.get("/").status_code == 503
+    assert probe_only.options("/").status_code == 503
+
+
+@pytest.mark.parametrize(
+    ("accept", "html"),
+    [
+        ("", False),
+        ("*/*", False),
+        ("text/plain", False),
+        ("application/json", False),
+        ("text/html", True),
+        ("TEXT/HTML; charset=utf-8", True),
+        (BROWSER_ACCEPT, True),
+        ("text/html;q=0", False),
+        ("text/html;q=0.0, */*", False),
+        ("text/html;q=0.5", True),
+        ("text/html;q=x", False),
+        ("text/htmlx", False),
+    ],
+)
+def test_wants_html(accept: str, html: bool) -> None:
+    assert wants_html(accept) is html
