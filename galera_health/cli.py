@@ -117,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--status-tls-cert", help="serve status_listen over HTTPS: certificate")
     serve.add_argument("--status-tls-key", help="serve status_listen over HTTPS: private key")
     serve.add_argument(
+        "--agent-check-listen",
+        help="HOST:PORT for HAProxy's agent-check (up ready / drain / down #reason) (off)",
+    )
+    serve.add_argument(
         "--kill-sessions",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -194,6 +198,9 @@ def describe(settings: Settings) -> dict[str, Any]:
         "status_listen": settings.status_listen.display() if settings.status_listen else None,
         "status_token": settings.status_token_file is not None,
         "status_tls": settings.status_tls_cert is not None,
+        "agent_check_listen": (
+            settings.agent_check_listen.display() if settings.agent_check_listen else None
+        ),
         "config_path": settings.config_path,
         "backoff_max_seconds": settings.backoff_max,
         "stuck_after_seconds": settings.stuck_after,
@@ -292,6 +299,20 @@ def serve(settings: Settings, reload_settings: Callable[[], Settings] | None = N
             )
     server = servers[0]
     listen = settings.listen.display()
+    agent_check = None
+    if settings.agent_check_listen is not None:
+        from .agent_check import AgentCheckServer
+
+        address = settings.agent_check_listen
+        try:
+            agent_check = AgentCheckServer(store, address.host, address.port)
+        except OSError as exc:
+            for made in servers:
+                made.close()
+            return fail(
+                f"cannot listen on {address.display()} (agent_check_listen): {exc.strerror}; "
+                "choose another address or stop what uses that port"
+            )
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         raise SystemExit(0)
@@ -330,6 +351,8 @@ def serve(settings: Settings, reload_settings: Callable[[], Settings] | None = N
     )
     for extra in servers[1:]:
         threading.Thread(target=extra.run, name="status-listener", daemon=True).start()
+    if agent_check is not None:
+        agent_check.start()
     try:
         server.run()
     except SystemExit:
@@ -338,6 +361,8 @@ def serve(settings: Settings, reload_settings: Callable[[], Settings] | None = N
         poller.stop()
         for made in servers:
             made.close()
+        if agent_check is not None:
+            agent_check.close()
     log.info("stopped")
     return 0
 

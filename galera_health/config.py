@@ -136,6 +136,7 @@ class Settings:
     status_token_file: str | None = None
     status_tls_cert: str | None = None
     status_tls_key: str | None = None
+    agent_check_listen: ListenAddress | None = None
     config_path: str | None = None
 
     @property
@@ -293,6 +294,7 @@ KEYS: dict[str, Key] = {
     "status_token_file": Key(str),
     "status_tls_cert": Key(str),
     "status_tls_key": Key(str),
+    "agent_check_listen": Key(str),
 }
 
 TRUE_WORDS = ("1", "true", "yes", "on")
@@ -457,6 +459,16 @@ def build_settings(layers: Sequence[dict[str, Any]], need_listen: bool = True) -
         status_listen = ListenAddress(*parse_host_port(raw["status_listen"], "status_listen", None))
         if status_listen == listen:
             raise ConfigError("status_listen must differ from listen (or be left out)")
+    agent_check_listen = None
+    if need_listen and raw.get("agent_check_listen"):
+        agent_check_listen = ListenAddress(
+            *parse_host_port(raw["agent_check_listen"], "agent_check_listen", None)
+        )
+        if agent_check_listen in (listen, status_listen):
+            raise ConfigError(
+                "agent_check_listen must differ from listen and status_listen (it is a TCP "
+                "listener of its own, not HTTP)"
+            )
     if (raw.get("status_tls_cert") is None) != (raw.get("status_tls_key") is None):
         raise ConfigError("status_tls_cert and status_tls_key go together; give both or neither")
     if raw.get("status_tls_cert") is not None and raw.get("status_listen") is None:
@@ -527,6 +539,7 @@ def build_settings(layers: Sequence[dict[str, Any]], need_listen: bool = True) -
         status_token_file=raw.get("status_token_file"),
         status_tls_cert=raw.get("status_tls_cert"),
         status_tls_key=raw.get("status_tls_key"),
+        agent_check_listen=agent_check_listen,
         config_path=raw.get("config_path"),
     )
 

@@ -280,6 +280,12 @@ class Poller:
                 old.listen.display(),
             )
             new = replace(new, listen=old.listen)
+        if new.agent_check_listen != old.agent_check_listen:
+            log.warning(
+                "config reload: agent_check_listen needs a restart; keeping %s",
+                old.agent_check_listen.display() if old.agent_check_listen else "it off",
+            )
+            new = replace(new, agent_check_listen=old.agent_check_listen)
         self.settings = new
         self._config_mtime = self._mtime(new.config_path)
         self.store.max_age = new.max_age

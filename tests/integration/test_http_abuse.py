@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from waitress.adjustments import Adjustments
 
-from galera_health.testbed import GaleraTestbed
+from galera_health.testbed import GaleraTestbed, free_ports
 from galera_health.web import SERVER_SETTINGS
 
 from .agent import AgentProcess
@@ -901,3 +901,98 @@ def test_doubled_slashes_inside_a_path_are_not_redirected(synced_cluster: Galera
         for path in ("/health//n1", "//health//n1", "//health"):
             answer = raw_request(agent.port, request("GET", path, "Host: evil.example"))
             assert answer.status in (200, 404, 503), (path, answer.head)
+
+
+# ---------------------------------------------------------- the agent-check listener
+
+
+@pytest.mark.galera
+def test_agent_check_listener_is_no_way_in(synced_cluster: GaleraTestbed) -> None:
+    """The agent-check port (issue 11) under the same abuse as the HTTP listener: idle
+    connections are answered and closed, garbage is never acted on and bounded, a burst of
+    connections is answered, descriptors come back, and HTTP probes stay fast throughout."""
+    from galera_health.agent_check import LINGER, MAX_CONNECTIONS
+
+    check_port = free_ports(1)[0]
+    nodes = [f"{n.name}={n.address()}" for n in synced_cluster.nodes]
+    extra = [*TIMING, "--agent-check-listen", f"127.0.0.1:{check_port}"]
+    with AgentProcess(nodes, synced_cluster.monitor_user, synced_cluster.password_file, extra) as (
+        agent
+    ):
+        agent.wait_for(lambda a: a.status == 200, timeout=20)
+        samples = []
+        for _ in range(5):
+            samples.append(open_fds(agent.pid))
+            time.sleep(0.05)
+        baseline = min(samples)
+
+        # 1. Idle clients, more than the lingering bound: each is answered at once and closed
+        #    by the agent (after LINGER at most), none is held open.
+        idle = [
+            socket.create_connection(("127.0.0.1", check_port), timeout=5)
+            for _ in range(2 * MAX_CONNECTIONS)
+        ]
+        try:
+            opened = time.monotonic()
+            pending = list(idle)
+            answers: dict[socket.socket, bytes] = {s: b"" for s in idle}
+            while pending and time.monotonic() - opened < LINGER + 20:
+                readable, _, _ = select_many(pending, 0.5)
+                for sock in readable:
+                    try:
+                        piece = sock.recv(4096)
+                    except OSError:
+                        piece = b""
+                    answers[sock] += piece
+                    if not piece:
+                        pending.remove(sock)
+                assert probe(agent.port)[0] == 200
+            closed_after = time.monotonic() - opened
+            print(
+                f"\n{len(idle)} idle agent-check clients answered, closed in {closed_after:.2f} s"
+            )
+            assert not pending, f"{len(pending)} idle agent-check connections left open"
+            assert all(a == b"up ready\n" for a in answers.values()), set(answers.values())
+        finally:
+            for sock in idle:
+                sock.close()
+
+        # 2. Garbage and commands: never acted on, the answer is the verdict; a flood is cut.
+        for data in (
+            b"down\n", b"maint\n", b"drain\r\n", b"\x00\xff" * 500, b"GET / HTTP/1.1\r\n\r\n",
+            b"set server galera/n1 state maint\n", b"a" * 100_000,
+        ):  # fmt: skip
+            with socket.create_connection(("127.0.0.1", check_port), timeout=5) as sock:
+                with contextlib.suppress(OSError):
+                    sock.sendall(data)
+                sock.settimeout(ANSWER_TIMEOUT)
+                got = b""
+                with contextlib.suppress(OSError):
+                    while piece := sock.recv(4096):
+                        got += piece
+                assert got in (b"up ready\n", b""), (data[:40], got)
+                if len(data) < 2000:
+                    assert got == b"up ready\n", (data[:40], got)
+        assert agent_check_line(check_port) == "up ready\n"
+
+        # 3. A burst of short connections, as many LBs at once would make.
+        started = time.monotonic()
+        for _ in range(500):
+            assert agent_check_line(check_port) == "up ready\n"
+        print(f"500 agent-check answers in {time.monotonic() - started:.2f} s")
+
+        # 4. Descriptors come back to where they were.
+        deadline = time.monotonic() + LINGER + 15
+        while open_fds(agent.pid) > baseline + 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert open_fds(agent.pid) <= baseline + 2, (open_fds(agent.pid), baseline)
+        assert_still_serving(agent)
+
+
+def agent_check_line(port: int) -> str:
+    with socket.create_connection(("127.0.0.1", port), timeout=ANSWER_TIMEOUT) as sock:
+        sock.settimeout(ANSWER_TIMEOUT)
+        data = b""
+        while piece := sock.recv(4096):
+            data += piece
+    return data.decode("ascii")

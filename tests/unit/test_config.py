@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from galera_health.config import (
     ConfigError,
+    ListenAddress,
     NodeAddress,
     load_settings,
     parse_host_port,
@@ -219,3 +220,20 @@ def test_any_document_loads_or_raises_config_error(document: dict[str, str]) -> 
         assert str(exc) and "\n" not in str(exc)
     finally:
         os.unlink(handle.name)
+
+
+def test_agent_check_listen_is_off_by_default_and_parsed(tmp_path: Path) -> None:
+    base = {"nodes": ["n1=127.0.0.1:3306"], "user": "health"}
+    assert load_settings(base, {}).agent_check_listen is None
+    settings = load_settings({**base, "agent_check_listen": "127.0.0.1:9300"}, {})
+    assert settings.agent_check_listen == ListenAddress("127.0.0.1", 9300)
+    from_env = load_settings(base, {"GALERA_HEALTH_AGENT_CHECK_LISTEN": "[::1]:9300"})
+    assert from_env.agent_check_listen == ListenAddress("::1", 9300)
+    config = tmp_path / "agent.toml"
+    config.write_text('agent_check_listen = "0.0.0.0:9300"\n')
+    from_file = load_settings(base, {}, config_path=str(config))
+    assert from_file.agent_check_listen == ListenAddress("0.0.0.0", 9300)
+    with pytest.raises(ConfigError, match="agent_check_listen must differ"):
+        load_settings({**base, "listen": "0.0.0.0:9200", "agent_check_listen": "0.0.0.0:9200"}, {})
+    with pytest.raises(ConfigError, match="agent_check_listen: port"):
+        load_settings({**base, "agent_check_listen": "127.0.0.1:99999"}, {})
