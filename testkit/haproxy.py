@@ -317,6 +317,18 @@ class HAProxy:
             f"{server} {'/'.join(statuses)} in {', '.join(names)}",
         )
 
+    def wait_routed(
+        self, server: str, routed: bool, timeout: float, listeners: Sequence[str] = ()
+    ) -> float:
+        """Until `server` gets new sessions (UP) in every listener (or those named), or until it
+        gets none (DOWN, DRAIN, MAINT, ... whatever took it out)."""
+        names = list(listeners) or [listener.name for listener in self.listeners]
+        return self.wait(
+            lambda states: all((states[(n, server)].status == "UP") == routed for n in names),
+            timeout,
+            f"{server} {'in' if routed else 'out'} in {', '.join(names)}",
+        )
+
     def wait_all_up(self, timeout: float = 30.0) -> float:
         return self.wait(
             lambda states: all(s.status == "UP" for s in states.values()),
