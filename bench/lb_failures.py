@@ -1,5 +1,6 @@
 """Client-visible failed transactions per fault through HAProxy: the agent's HTTP check against
-the LB's plain TCP check on the MySQL port (what many Azure set-ups start with), in the same run.
+the LB's plain TCP check on the MySQL port (what many Azure set-ups start with), in the same run;
+HAProxy's agent-check beside them.
 
 Why: the agent is right about the node; what its users live with is the database client behind
 the load balancer. This counts what that client sees.
@@ -7,8 +8,9 @@ the load balancer. This counts what that client sees.
 Set-up: a 3-node test bed, one agent per node at its defaults (as deployed: each next to its
 database). One real HAProxy (testkit.haproxy: TCP mode, inter 1 s, fall 1, rise 1, check timeout
 1 s, retries 0, no redispatch, established sessions never cut) with listeners side by side over
-the same three nodes: `lb_agent` checks `GET /health` on the node's agent, `lb_tcp` only connects
-to the MySQL port. The client workload (testkit.workload) goes through both at once: a new
+the same three nodes: `lb_agent` checks `GET /health` on the node's agent, `lb_agent_check` has a
+TCP check of the MySQL port plus `agent-check` on the agent's agent-check port, `lb_tcp` only
+connects to the MySQL port. The client workload (testkit.workload) goes through both at once: a new
 connection per transaction (a read and an insert, 2 s deadlines), --period apart per listener;
 HAProxy's session log says which node got each one.
 
@@ -29,6 +31,7 @@ Usage: python bench/lb_failures.py [--rounds 2] [--hold 12] [--faults stop,kill9
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -39,12 +42,17 @@ from dataclasses import dataclass, field
 
 import _common
 
-from galera_health.testbed import GaleraTestbed, TestbedNode
+from galera_health.testbed import DEFAULT_PROVIDER_OPTIONS, GaleraTestbed, TestbedNode
 from testkit.haproxy import Backend, HAProxy, Listener, free_port
 from testkit.workload import Workload, attribute, missing_acks, prepare, wait_logged
 
 CLIENT = ("lb_bench", "lb-bench-pw-9d2")
-LISTENERS = {"lb_agent": "health", "lb_tcp": "tcp"}
+LISTENERS = {"lb_agent": "health", "lb_agent_check": "agent", "lb_tcp": "tcp"}
+LABELS = {
+    "lb_agent": "agent, GET /health",
+    "lb_agent_check": "agent-check + TCP",
+    "lb_tcp": "TCP connect only",
+}
 FAULTS = [
     "stop",
     "kill9",
@@ -102,9 +110,14 @@ def fault_actions(
 
     def planned() -> None:
         run_cli("maintenance", "on", "--node", node.name, "--state-dir", state_dir)
-        lb.wait_status(node.name, ["DOWN"], timeout=15, listeners=["lb_agent"])
+        lb.wait_routed(node.name, False, timeout=15, listeners=["lb_agent", "lb_agent_check"])
         lb.wait(
-            lambda s: s[("lb_agent", node.name)].sessions == 0, timeout=15, what="no session left"
+            lambda s: (
+                s[("lb_agent", node.name)].sessions == 0
+                and s[("lb_agent_check", node.name)].sessions == 0
+            ),
+            timeout=15,
+            what="no session left",
         )
         node.stop()
         node.start()
@@ -216,6 +229,11 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=2.0)
     parser.add_argument("--period", type=float, default=0.1, help="seconds between transactions")
     parser.add_argument("--faults", default=",".join(FAULTS))
+    parser.add_argument(
+        "--provider-options",
+        default="",
+        help="more wsrep_provider_options for the test bed, e.g. evs.join_retrans_period=PT0.2S",
+    )
     args = parser.parse_args()
     faults = [f for f in args.faults.split(",") if f]
     unknown = sorted(set(faults) - set(FAULTS))
@@ -223,26 +241,35 @@ def main() -> int:
         parser.error(f"unknown faults {unknown}; known: {', '.join(FAULTS)}")
     print(_common.machine_line())
     print(f"command: python bench/{' '.join(sys.argv)}".replace("bench/bench/", "bench/"))
-    bed = GaleraTestbed(3)
+    options = ";".join(o for o in (DEFAULT_PROVIDER_OPTIONS, args.provider_options) if o)
+    print(f"wsrep_provider_options: {options}")
+    bed = GaleraTestbed(3, provider_options=options)
     agents: list[_common.Server] = []
     results: dict[str, dict[str, Cell]] = {}
     with tempfile.TemporaryDirectory(prefix="lb-bench-state-") as state_root:
         try:
             bed.start()
             prepare([n.sql for n in bed.nodes], *CLIENT)
+            check_ports = {node.name: free_port() for node in bed.nodes}
             for node in bed.nodes:
+                os.mkdir(f"{state_root}/{node.name}")
                 agents.append(
                     _common.start_agent(
                         [f"{node.name}={node.address()}"],
                         bed.password_file,
                         user=bed.monitor_user,
-                        extra=["--state-dir", f"{state_root}/{node.name}"],
+                        extra=[
+                            "--state-dir",
+                            f"{state_root}/{node.name}",
+                            "--agent-check-listen",
+                            f"127.0.0.1:{check_ports[node.name]}",
+                        ],
                         cpu=None,
                         name=f"agent-{node.name}",
                     )
                 )
             backends = [
-                Backend(n.name, n.host, n.port, agent_port=a.port)
+                Backend(n.name, n.host, n.port, a.port, check_ports[n.name])
                 for n, a in zip(bed.nodes, agents, strict=True)
             ]
             listeners = [
@@ -283,7 +310,7 @@ def main() -> int:
     print("|---|---|---|---|---|---|")
     for name, cells in results.items():
         for listener, cell in cells.items():
-            label = "agent GET /health" if listener == "lb_agent" else "TCP connect"
+            label = LABELS[listener]
             print(
                 f"| {name} | {label} | {sum(cell.failed_node)} ({cell.failed_node})"
                 f" | {sum(cell.failed_other)} | {median(cell.out_after)}"
