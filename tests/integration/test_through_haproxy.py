@@ -199,10 +199,10 @@ def test_planned_restart_by_the_runbook_fails_no_transaction(
     phases: dict[str, float] = {}
     try:
         load.wait_served(10)
-        on = run_cli("maintenance", "on", "--node", "n2", "--state-dir", state, "--reason", "test")
-        assert on.returncode == 0, on.stderr
         switched = time.monotonic()
         phases["maintenance on"] = time.time()
+        on = run_cli("maintenance", "on", "--node", "n2", "--state-dir", state, "--reason", "test")
+        assert on.returncode == 0, on.stderr
         bed.lb.wait_routed("n2", False, timeout=INTER + 1 + SLACK)
         # agent-check: drain. The established session is kept and still works; no new ones.
         assert bed.lb.states()[("lb_agent", "n2")].status == "DRAIN (agent)"
@@ -238,9 +238,9 @@ def test_planned_restart_by_the_runbook_fails_no_transaction(
         # healthy, still held out by maintenance: no listener takes it back
         time.sleep(2 * INTER)
         assert all(s.status != "UP" for (_, n), s in bed.lb.states().items() if n == "n2")
+        released = time.monotonic()
         off = run_cli("maintenance", "off", "--node", "n2", "--state-dir", state)
         assert off.returncode == 0, off.stderr
-        released = time.monotonic()
         phases["maintenance off"] = time.time()
         bed.lb.wait_routed("n2", True, timeout=30)
         phases["LB has it back"] = time.time()
@@ -287,8 +287,8 @@ def test_freeze_and_thaw_no_failure_from_taking_the_node_back_too_early(
     load = bed.workload()
     try:
         load.wait_served(10)
-        node.freeze()
         frozen = time.monotonic()
+        node.freeze()
         bed.lb.wait_routed("n3", False, timeout=2 + 1 + INTER + 1 + SLACK)
         # frozen until the others have evicted it (longer than evs.suspect_timeout)
         deadline = time.monotonic() + 60
@@ -369,9 +369,9 @@ def test_fault_takes_the_node_out_within_detection_plus_one_check(
     injected = False
     try:
         load.wait_served(10)
+        started = time.monotonic()
         fault.inject(node)
         injected = True
-        started = time.monotonic()
         agent.wait_for(is_503, timeout=fault.detection + 10, interval=0.02)
         detected = time.monotonic() - started
         bed.lb.wait_routed(fault.node, False, timeout=detected + INTER + SLACK + 5)
