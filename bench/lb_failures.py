@@ -22,7 +22,8 @@ out, clean stop, start, Synced, maintenance off); `lb_tcp` meets it as a plain s
 Printed per fault and check: failed transactions (those on the faulty node, and those on the
 other nodes, which a whole-cluster pause such as a rejoin or an eviction causes), seconds from
 injection until the LB took the node out, and transactions the LB sent to the node during the
-fault (served or not).
+fault (served or not), and the slowest transaction on the other nodes after the injection (a
+whole-cluster pause: Galera holds every commit while the group's membership changes).
 
 Needs root (a 3-node test bed) and /usr/sbin/haproxy.
 Usage: python bench/lb_failures.py [--rounds 2] [--hold 12] [--faults stop,kill9,...]
@@ -74,6 +75,7 @@ class Cell:
     out_after: list[float] = field(default_factory=list)  # nan: never taken out
     sent_during: list[int] = field(default_factory=list)
     transactions: list[int] = field(default_factory=list)
+    slowest_other: list[float] = field(default_factory=list)  # on the other nodes, after injection
 
 
 def whole(bed: GaleraTestbed, timeout: float = 180.0) -> None:
@@ -201,12 +203,18 @@ def one_round(
             )
         )
         cell.transactions.append(len(mine))
+        cell.slowest_other.append(
+            max(
+                (o.seconds for o in mine if o.server != node.name and o.started >= injected_wall),
+                default=float("nan"),
+            )
+        )
         print(
             f"  {name:16} {node.name} {listener:9} failed {len(failed):3}"
             f" (on {node.name} {cell.failed_node[-1]}, elsewhere {cell.failed_other[-1]})"
             f"  out after {_common.fmt(cell.out_after[-1])} s"
             f"  sent to {node.name} during the fault {cell.sent_during[-1]}"
-            f"  of {len(mine)}",
+            f"  of {len(mine)}, slowest elsewhere {_common.fmt(cell.slowest_other[-1])} s",
             flush=True,
         )
         for o in failed:
@@ -305,16 +313,17 @@ def main() -> int:
     print()
     print(
         "| fault | check | failed, on node (per round) | failed elsewhere"
-        " | LB out after (s, median) | sent to the node during the fault |"
+        " | LB out after (s, median) | sent to the node during the fault"
+        " | slowest transaction elsewhere (s, max) |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for name, cells in results.items():
         for listener, cell in cells.items():
             label = LABELS[listener]
             print(
                 f"| {name} | {label} | {sum(cell.failed_node)} ({cell.failed_node})"
                 f" | {sum(cell.failed_other)} | {median(cell.out_after)}"
-                f" | {sum(cell.sent_during)} |"
+                f" | {sum(cell.sent_during)} | {_common.fmt(max(cell.slowest_other))} |"
             )
     return 0
 

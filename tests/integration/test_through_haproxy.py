@@ -263,6 +263,13 @@ def test_planned_restart_by_the_runbook_fails_no_transaction(
     back = first(transitions, "n2", switched, lambda s: s == "UP")
     assert set(back) == {f"lb_{s}" for s in STYLES}
     assert all(change.monotonic >= released for change in back.values()), back
+    # no new session went to n2 while it was out (DRAIN for the agent-check listener)
+    sent = [
+        o
+        for o in routed_after(outcomes, "n2", {k: v.wall for k, v in went_out.items()})
+        if o.accepted is not None and o.accepted < back[o.target].wall - 0.2
+    ]
+    assert not sent, "\n".join(o.describe() for o in sent)
     readmitted = min(change.wall for change in back.values())
     assert any(o.node == "n2" and o.started > readmitted for o in outcomes)
     print(
