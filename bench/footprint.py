@@ -27,6 +27,7 @@ from collections.abc import Callable
 import _common
 from _common import ProcSample, Server, cpu_percent, fmt, proc_sample
 
+from galera_health.config import DEFAULT_INTERVAL
 from galera_health.testbed import GaleraTestbed, TestbedNode
 
 
@@ -183,7 +184,7 @@ def main() -> int:
             agent = _common.start_agent(nodes, bed.password_file)
             started.append(agent)
             sample, cpu = measure_idle(agent, args.idle)
-            rows.append(row(f"agent {label}, idle (interval 1 s)", sample, cpu))
+            rows.append(row(f"agent {label}, idle (interval {DEFAULT_INTERVAL:g} s)", sample, cpu))
             sample, cpu, rps = measure_storm(agent, args.storm, args.connections)
             rows.append(row(f"agent {label}, wrk c={args.connections}", sample, cpu, rps))
             sample, cpu = measure_idle(agent, min(args.idle, 10.0))

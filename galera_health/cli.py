@@ -23,6 +23,7 @@ from typing import Any
 
 from . import __version__
 from .config import (
+    DEFAULT_INTERVAL,
     ENV_PREFIX,
     KEYS,
     NODE_NAME_RE,
@@ -54,7 +55,9 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--option-file", help="MySQL option file whose [client] user/password to use (~/.my.cnf)"
     )
-    parser.add_argument("--interval", help="seconds between polls of a node (default 1)")
+    parser.add_argument(
+        "--interval", help=f"seconds between polls of a node (default {DEFAULT_INTERVAL:g})"
+    )
     parser.add_argument("--connect-timeout", help="whole seconds for connect+greeting+auth (2)")
     parser.add_argument("--read-timeout", help="whole seconds to wait for a query answer (2)")
     parser.add_argument("--write-timeout", help="whole seconds to send a query (2)")

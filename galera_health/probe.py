@@ -195,6 +195,11 @@ def classify_error(exc: BaseException, timeouts: Timeouts, connecting: bool) -> 
     return ProbeError("error", first_line(f"{type(exc).__name__}: {exc}"))
 
 
+# The backoff doubles from at least this many seconds (2, 4, 8 s, ...), however short the poll
+# interval: a faster interval is for fresher facts, not for more logins a server refuses.
+BACKOFF_BASE = 1.0
+
+
 def backoff_kinds() -> frozenset[str]:
     """Errors where retrying every interval hurts the server or only fills its logs."""
     return frozenset({"access_denied", "too_many_connections", "auth_plugin_unsupported"})
@@ -313,7 +318,8 @@ class NodeProbe:
     def _note_failure(self, error: ProbeError) -> None:
         if error.kind in backoff_kinds():
             self._failures_in_backoff += 1
-            delay = min(self.backoff_max, self.interval * 2**self._failures_in_backoff)
+            base = max(self.interval, BACKOFF_BASE)
+            delay = min(self.backoff_max, base * 2**self._failures_in_backoff)
             self._retry_at = self._clock() + delay
             self._last_error = error
         else:
