@@ -15,6 +15,7 @@ by bench/lb_failures.py.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ import mysql.connector
 import pytest
 
 from galera_health.testbed import GaleraTestbed, TestbedNode
-from testkit.haproxy import Backend, HAProxy, Listener, Transition, free_port
+from testkit.haproxy import HAPROXY, Backend, HAProxy, Listener, Transition, free_port
 from testkit.workload import (
     Outcome,
     Workload,
@@ -62,6 +63,11 @@ class Bed:
 
 @pytest.fixture(scope="module")
 def bed(cluster: GaleraTestbed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
+    if not os.access(HAPROXY, os.X_OK):
+        message = f"{HAPROXY} is missing: run ./scripts/setup.sh --test (Debian package haproxy)"
+        if os.environ.get("CI") or os.environ.get("GALERA_TESTS_REQUIRE_GALERA") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
     prepare([node.sql for node in cluster.nodes], *CLIENT)
     agents: dict[str, AgentProcess] = {}
     state_dirs: dict[str, Path] = {}
