@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from galera_health.fault_servers import Blackhole, SilentServer, StallingProxy
 from galera_health.testbed import GaleraTestbed
-
-from .agent import AgentProcess, Answer, run_cli
+from testkit.agent import AgentProcess, Answer, run_cli
+from testkit.fault_servers import Blackhole, SilentServer, StallingProxy
 
 pytestmark = pytest.mark.galera
 

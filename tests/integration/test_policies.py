@@ -12,8 +12,8 @@ import mysql.connector
 import pytest
 
 from galera_health.testbed import GaleraTestbed
+from testkit.agent import AgentProcess, Answer, run_cli
 
-from .agent import AgentProcess, Answer, run_cli
 from .test_agent_galera import SLACK, TIMING, agent_for, is_200, is_503
 
 pytestmark = pytest.mark.galera

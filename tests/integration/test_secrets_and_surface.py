@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from galera_health.testbed import GaleraTestbed, free_ports
+from testkit.agent import AgentProcess
 
-from .agent import AgentProcess
 from .test_agent_galera import TIMING, is_200
 from .test_tls_and_access import make_ca, make_cert
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import mysql.connector
 import pytest
 
-from galera_health.fault_servers import StallingProxy
 from galera_health.testbed import free_ports, missing_requirements
+from testkit.agent import AgentProcess
+from testkit.fault_servers import StallingProxy
 
-from .agent import AgentProcess
 from .conftest import started_testbed
 from .test_agent_galera import CONNECT_TIMEOUT, INTERVAL, SLACK, TIMING, is_200
 
