@@ -15,39 +15,19 @@ from galera_health.testbed import GaleraTestbed
 from testkit.agent import AgentProcess, Answer, run_cli
 from testkit.fault_servers import Blackhole, SilentServer, StallingProxy
 
+from .helpers import (
+    CONNECT_TIMEOUT,
+    INTERVAL,
+    READ_TIMEOUT,
+    SLACK,
+    TIMING,
+    agent_at,
+    agent_for,
+    is_200,
+    is_503,
+)
+
 pytestmark = pytest.mark.galera
-
-INTERVAL = 1.0
-CONNECT_TIMEOUT = 2
-READ_TIMEOUT = 2
-SLACK = 2.0
-TIMING = [
-    "--interval",
-    str(INTERVAL),
-    "--connect-timeout",
-    str(CONNECT_TIMEOUT),
-    "--read-timeout",
-    str(READ_TIMEOUT),
-]
-
-
-def agent_for(cluster: GaleraTestbed, *names: str, extra: list[str] | None = None) -> AgentProcess:
-    nodes = [f"{n}={cluster.node(n).address()}" for n in names]
-    return AgentProcess(nodes, cluster.monitor_user, cluster.password_file, TIMING + (extra or []))
-
-
-def agent_at(cluster: GaleraTestbed, node: str, extra: list[str] | None = None) -> AgentProcess:
-    """An agent with the cluster's monitor account for one node spec (e.g. a fault server)."""
-    return AgentProcess([node], cluster.monitor_user, cluster.password_file, TIMING + (extra or []))
-
-
-def is_200(answer: Answer) -> bool:
-    return answer.status == 200
-
-
-def is_503(answer: Answer) -> bool:
-    return answer.status == 503
-
 
 def test_all_synced_is_200(synced_cluster: GaleraTestbed) -> None:
     with agent_for(synced_cluster, "n1", "n2", "n3") as agent:

@@ -14,7 +14,7 @@ import pytest
 from galera_health.testbed import GaleraTestbed
 from testkit.agent import AgentProcess, Answer, run_cli
 
-from .test_agent_galera import SLACK, TIMING, agent_for, is_200, is_503
+from .helpers import SLACK, TIMING, agent_for, is_200, is_503
 
 pytestmark = pytest.mark.galera
 

@@ -16,7 +16,7 @@ from galera_health.poller import NodePoller
 from galera_health.store import VerdictStore
 from galera_health.verdict import Observation, Policy, ProbeError, Snapshot
 
-from .test_verdict import SYNCED
+from ..samples import SYNCED
 
 
 class FakeProbe:

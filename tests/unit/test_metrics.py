@@ -15,7 +15,7 @@ from galera_health.store import VerdictStore
 from galera_health.verdict import Policy, ProbeError, Snapshot, evaluate
 from galera_health.web import create_app
 
-from .test_verdict import SYNCED
+from ..samples import SYNCED
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -18,21 +18,7 @@ from galera_health.verdict import (
     provider_option,
 )
 
-SYNCED = {
-    "wsrep_on": "ON",
-    "wsrep_connected": "ON",
-    "wsrep_cluster_status": "Primary",
-    "wsrep_local_state": "4",
-    "wsrep_local_state_comment": "Synced",
-    "wsrep_ready": "ON",
-    "wsrep_desync": "OFF",
-    "wsrep_reject_queries": "NONE",
-    "wsrep_sst_donor_rejects_queries": "OFF",
-    "read_only": "OFF",
-    "wsrep_cluster_size": "3",
-    "wsrep_local_recv_queue": "0",
-    "wsrep_local_index": "0",
-}
+from ..samples import SYNCED
 
 
 def facts(**changes: str | None) -> dict[str, str]:
