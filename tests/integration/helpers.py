@@ -4,9 +4,10 @@ each other)."""
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
-from galera_health.testbed import GaleraTestbed
+from galera_health.testbed import GaleraTestbed, TestbedNode
 from testkit.agent import AgentProcess, Answer
 
 INTERVAL = 1.0
@@ -67,3 +68,28 @@ def make_cert(folder: Path, name: str, ca: tuple[Path, Path], san: str | None) -
         "-CAcreateserial", "-days", "2", "-out", str(cert), "-extfile", str(extensions),
     )  # fmt: skip
     return key, cert
+
+
+class ConnectionAttempts:
+    """Counts the connection attempts a node has seen since creation (GLOBAL STATUS
+    `Connections` counts refused and failed logins too), minus this counter's own reads."""
+
+    def __init__(self, node: TestbedNode) -> None:
+        self.node = node
+        self.reads = 0
+        self.before = self._read()
+
+    def _read(self) -> int:
+        self.reads += 1
+        return int(self.node.status("Connections") or 0)
+
+    def count(self) -> int:
+        return self._read() - self.before - (self.reads - 1)
+
+    def wait_for(self, attempts: int, timeout: float = 60.0) -> float:
+        """Seconds until at least `attempts` were made; fails after `timeout`."""
+        started = time.monotonic()
+        while (seen := self.count()) < attempts:
+            assert time.monotonic() - started < timeout, f"{seen} of {attempts} attempts"
+            time.sleep(0.1)
+        return time.monotonic() - started

@@ -21,6 +21,7 @@ from .helpers import (
     READ_TIMEOUT,
     SLACK,
     TIMING,
+    ConnectionAttempts,
     agent_at,
     agent_for,
     is_200,
@@ -234,6 +235,7 @@ def test_wrong_password_is_access_denied_logged_once(
     wrong = tmp_path / "wrong"
     wrong.write_text("not-the-password")
     node = synced_cluster.node("n1")
+    attempts = ConnectionAttempts(node)
     with AgentProcess(
         [f"n1={node.address()}"], synced_cluster.monitor_user, str(wrong), TIMING
     ) as agent:
@@ -241,7 +243,7 @@ def test_wrong_password_is_access_denied_logged_once(
         _, answer = agent.wait_for(lambda a: "access_denied" in a.body, timeout=10)
         assert answer.body.startswith("n1: access_denied (the agent's login was refused")
         assert agent.status()["nodes"]["n1"]["fault"] == "agent"
-        time.sleep(8)
+        attempts.wait_for(attempts.count() + 2, timeout=60)  # refused again, still logged once
         log = agent.output()
         assert log.count("access_denied") == 1, log
         assert "not-the-password" not in log and "not-the-password" not in agent.get("/status").body
