@@ -30,6 +30,7 @@ from .helpers import (
 
 pytestmark = pytest.mark.galera
 
+
 def test_all_synced_is_200(synced_cluster: GaleraTestbed) -> None:
     with agent_for(synced_cluster, "n1", "n2", "n3") as agent:
         _, answer = agent.wait_for(is_200, timeout=15)
