@@ -61,7 +61,8 @@ def start_agent(node: TestbedNode, testbed: GaleraTestbed, port: int) -> subproc
 
 # ---------------------------------------------------------------- faults by node name
 
-RUNTIME_DIR_ENV = "GALERA_HEALTH_DEMO_DIR"
+# Not GALERA_HEALTH_*: the agents the demo starts reject unknown variables of their own prefix.
+RUNTIME_DIR_ENV = "GALERA_DEMO_RUNTIME_DIR"
 STATE_FILE = "demo.json"
 CONTROL_SOCKET = "control.sock"
 
@@ -262,8 +263,8 @@ def print_guide(testbed: GaleraTestbed, ports: list[int], all_port: int) -> None
     )
     for first, second in (("freeze", "thaw"), ("split", "heal"), ("desync", "resync"),
                           ("readonly", "writable"), ("stop", "start")):  # fmt: skip
-        print(f"  galera-health demo fault {first} {node.name}   "
-              f"(undo: {second}; {FAULTS[first][0]})")  # fmt: skip
+        command = f"galera-health demo fault {first} {node.name}"
+        print(f"  {command:36} undo: {second:9} {FAULTS[first][0]}")
     print("  (`galera-health` is .venv/bin/galera-health in this checkout)")
     print("\nCtrl-C stops the agents and the cluster and removes its files.\n", flush=True)
 

@@ -226,5 +226,19 @@ class AgentProcess(ServerProcess):
             self.stop()
             raise
 
+    def stop(self, grace: float = 15.0, drain_wait: float = 3.0) -> int:
+        """SIGTERM (the drain), then after `drain_wait` seconds SIGINT, which ends a drain at
+        once (exit 0): tests about draining send their own SIGTERM and wait for the exit; no
+        other test waits out an agent's drain (a config file may set the production 11 s)."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=drain_wait)
+            if self.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGINT)
+        return super().stop(grace)
+
     def __enter__(self) -> AgentProcess:
         return self

@@ -21,7 +21,7 @@ def demo(synced_cluster: GaleraTestbed, tmp_path: Path) -> Iterator[dict[str, st
     control = DemoControl(synced_cluster, str(tmp_path / "run"))
     control.start()
     try:
-        yield {"GALERA_HEALTH_DEMO_DIR": control.directory}
+        yield {"GALERA_DEMO_RUNTIME_DIR": control.directory}
     finally:
         control.close()
     assert not (tmp_path / "run" / STATE_FILE).exists()
@@ -75,7 +75,7 @@ def test_mistakes_are_one_line_and_exit_2(demo: dict[str, str], tmp_path: Path) 
     unknown_fault = run_cli("demo", "fault", "melt", "n3", env=demo)
     assert unknown_fault.returncode == 2
     assert unknown_fault.stderr.startswith("galera-health demo: unknown fault 'melt'; one of: ")
-    no_demo = run_cli("demo", "fault", "freeze", "n3", env={"GALERA_HEALTH_DEMO_DIR": "/nope"})
+    no_demo = run_cli("demo", "fault", "freeze", "n3", env={"GALERA_DEMO_RUNTIME_DIR": "/nope"})
     assert no_demo.returncode == 2
     assert no_demo.stderr == (
         "galera-health demo: no demo running (no live /nope/demo.json); start one with"
