@@ -87,7 +87,8 @@ def _sql(statement: str) -> Callable[[TestbedNode], None]:
 # action -> (what it does, how); the pairs undo each other
 FAULTS: dict[str, tuple[str, Callable[[TestbedNode], None]]] = {
     "freeze": ("SIGSTOP mariadbd: TCP still accepted, nothing answers", TestbedNode.freeze),
-    "thaw": ("SIGCONT: the node wakes up and notices it was evicted", TestbedNode.thaw),
+    "thaw": ("SIGCONT: it answers again (evicted meanwhile if frozen past evs.suspect_timeout)",
+             TestbedNode.thaw),
     "split": ("cut its group communication (gmcast.isolate=1): non-Primary",
               lambda node: node.isolate(True)),
     "heal": ("restore its group communication: it rejoins", lambda node: node.isolate(False)),
