@@ -1,7 +1,7 @@
 """GET / in a real headless Chromium (Selenium + Debian chromium-driver), served by the real
 agent polling the real 3-node Galera cluster: the page loads, shows each node's state, follows a
 frozen node, and fits a phone screen. The screenshot goes to a temporary file; scripts/screenshot
-sets GALERA_HEALTH_SCREENSHOT to make docs/status-page.png (tests never rewrite tracked files)."""
+sets GALERA_SCREENSHOT to make docs/status-page.png (tests never rewrite tracked files)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ FLAGS = [
     "--no-first-run",
     "--window-size=1280,900",
 ]
-SCREENSHOT = os.environ.get("GALERA_HEALTH_SCREENSHOT")  # set by scripts/screenshot only
+SCREENSHOT = os.environ.get("GALERA_SCREENSHOT")  # scripts/screenshot (not GALERA_HEALTH_*)
 TIMING = ["--interval", "0.5", "--connect-timeout", "2", "--read-timeout", "2"]
 
 webdriver = pytest.importorskip("selenium.webdriver")
