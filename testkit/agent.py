@@ -25,7 +25,7 @@ __all__ = ["SHORT_DRAIN", "AgentProcess", "Answer", "ServerProcess", "run_cli"]
 
 # Seconds an agent drains on SIGTERM unless a test is about draining: stops do not wait out the
 # production default (11 s), yet still go through the drain and its exit 0.
-SHORT_DRAIN = 0.5
+SHORT_DRAIN = 0.2
 
 
 @dataclass(frozen=True)
