@@ -25,6 +25,7 @@ import mysql.connector
 import pytest
 
 from galera_health.testbed import GaleraTestbed, TestbedNode
+from testkit.agent import AgentProcess, Answer, run_cli
 from testkit.haproxy import HAPROXY, Backend, HAProxy, Listener, Transition, free_port
 from testkit.workload import (
     Outcome,
@@ -35,8 +36,6 @@ from testkit.workload import (
     summary,
     wait_logged,
 )
-
-from .agent import AgentProcess, Answer, run_cli
 
 pytestmark = pytest.mark.galera
 
