@@ -29,6 +29,8 @@ import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from galera_health.testbed import free_ports
+
 HAPROXY = "/usr/sbin/haproxy"
 
 # What each check style puts in the `listen` section, and on each `server` line ({agent} is the
@@ -54,9 +56,8 @@ LOG_FORMAT = "session %Ts.%ms %rt %f %s %cp %Tc %Tt %ts"
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A listening port outside the kernel's ephemeral range (free_ports says why)."""
+    return free_ports(1)[0]
 
 
 @dataclass(frozen=True)
