@@ -12,6 +12,8 @@ FROM python:${PYTHON_VERSION}-slim AS builder
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
+# .dockerignore leaves out galera_health/demo.py and testbed.py: they start mariadbd, which this
+# image does not have (`galera-health demo` then says so in one line).
 COPY galera_health ./galera_health
 # The project's wheel and the wheels of all its dependencies (all pure Python or manylinux).
 RUN pip wheel --wheel-dir /wheels .

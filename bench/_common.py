@@ -1,5 +1,6 @@
 """Shared helpers of the bench scripts: start/stop the agent and the comparison servers as
 separate processes (pinned to one core), drive wrk (pinned to the other), read /proc figures.
+The processes and the fault servers are testkit's, the same the tests use.
 
 Not a benchmark itself. Everything started here is stopped by PID (SIGTERM, then SIGKILL).
 """
@@ -13,10 +14,8 @@ import os
 import platform
 import re
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ if ROOT not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, ROOT)
 
 from galera_health.testbed import free_ports  # noqa: E402
+from testkit.agent import AgentProcess, ServerProcess  # noqa: E402
 
 PYTHON = sys.executable
 BENCH = os.path.join(ROOT, "bench")
@@ -82,73 +82,6 @@ def machine_line() -> str:
 # --------------------------------------------------------------------------- processes
 
 
-class Server:
-    """An HTTP server process on 127.0.0.1:port, stopped by PID."""
-
-    def __init__(
-        self, name: str, command: Sequence[str], port: int, cpu: int | None = SERVER_CPU
-    ) -> None:
-        self.name = name
-        self.port = port
-        self.log_path = f"/tmp/galera-health-bench-{name}-{port}.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the process
-        prefix = taskset(cpu) if cpu is not None else []
-        self.process = subprocess.Popen(
-            [*prefix, *command],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def url(self, path: str = "/health") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def wait_status(self, path: str, statuses: Sequence[int], timeout: float = 30.0) -> float:
-        """Seconds until GET path answers one of statuses."""
-        started = time.monotonic()
-        last = "no answer"
-        while time.monotonic() - started < timeout:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited:\n{self.output()[-2000:]}")
-            status, body = get(self.port, path, timeout=1.0)
-            if status in statuses:
-                return time.monotonic() - started
-            last = f"{status} {body.strip()[:120]}"
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.name}: {path} not {list(statuses)} in {timeout} s ({last})")
-
-    def output(self) -> str:
-        with open(self.log_path, encoding="utf-8", errors="replace") as handle:
-            return handle.read()
-
-    def stop(self, grace: float = 10.0) -> None:
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-        self._log.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self.log_path)
-
-    def kill(self) -> None:
-        """SIGKILL by PID: for the naive checker, whose threads hang on a frozen node."""
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-        self.stop()
-
-
 def start_agent(
     nodes: Sequence[str],
     password_file: str,
@@ -158,52 +91,59 @@ def start_agent(
     name: str = "agent",
     wait_healthy: bool = True,
     module: Sequence[str] = ("-m", "galera_health"),
-) -> Server:
-    """`galera-health serve` as a separate process; waits until /livez answers (and /health
-    is 200 when wait_healthy)."""
-    port = free_ports(1)[0]
-    command = [PYTHON, *module, "serve", "--listen", f"127.0.0.1:{port}"]
-    for node in nodes:
-        command += ["--node", node]
-    command += ["--user", user, "--password-file", password_file, "--drain-seconds", "0"]
-    command += list(extra)
-    server = Server(name, command, port, cpu)
+) -> AgentProcess:
+    """`galera-health serve` as a separate process (testkit's AgentProcess, pinned to `cpu`, no
+    drain); waits until /livez answers (and /health is 200 when wait_healthy)."""
+    agent = AgentProcess(
+        nodes,
+        user,
+        password_file,
+        extra,
+        drain_seconds=0,
+        prefix=taskset(cpu) if cpu is not None else (),
+        module=module,
+        name=name,
+        ready_timeout=20,
+    )
     try:
-        server.wait_status("/livez", (200, 503), timeout=20)
         if wait_healthy:
-            server.wait_status("/health", (200,), timeout=30)
+            agent.wait_for(lambda a: a.status == 200, "/health", timeout=30)
     except BaseException:
-        server.stop()
+        agent.stop()
         raise
-    return server
+    return agent
 
 
-def start_bare(cpu: int | None = SERVER_CPU, flask: bool = False) -> Server:
-    """bench/bare_app.py: the bare WSGI floor, or with `flask` the same bytes from a plain route."""
+def start_server(
+    name: str, command: Sequence[str], ready: str, cpu: int | None = SERVER_CPU
+) -> ServerProcess:
+    """A comparison server (pinned to `cpu`), once GET `ready` answers 200; killed otherwise."""
     port = free_ports(1)[0]
-    command = [PYTHON, os.path.join(BENCH, "bare_app.py"), "--port", str(port)]
-    command += ["--flask"] if flask else []
-    server = Server("flask" if flask else "bare", command, port, cpu)
+    prefix = taskset(cpu) if cpu is not None else []
+    server = ServerProcess([*prefix, *command, "--port", str(port)], port, name=name)
     try:
-        server.wait_status("/health", (200,), timeout=20)
+        server.wait_for(lambda a: a.status == 200, ready, timeout=20)
     except BaseException:
-        server.stop()
+        server.kill()
         raise
     return server
+
+
+def start_bare(cpu: int | None = SERVER_CPU, flask: bool = False) -> ServerProcess:
+    """bench/bare_app.py: the bare WSGI floor, or with `flask` the same bytes from a plain route."""
+    command = [PYTHON, os.path.join(BENCH, "bare_app.py"), *(["--flask"] if flask else [])]
+    return start_server("flask" if flask else "bare", command, "/health", cpu)
 
 
 def start_naive(
     host: str, port: int, user: str, password_file: str, cpu: int | None = SERVER_CPU
-) -> Server:
+) -> ServerProcess:
     """The naive per-request checker (bench/naive_checker.py serve). Waits for /ping only: a
-    check of a frozen node would hang."""
-    http_port = free_ports(1)[0]
+    check of a frozen node would hang (stop it with kill())."""
     command = [
         PYTHON,
         os.path.join(BENCH, "naive_checker.py"),
         "serve",
-        "--port",
-        str(http_port),
         "--mysql",
         f"{host}:{port}",
         "--user",
@@ -211,13 +151,7 @@ def start_naive(
         "--password-file",
         password_file,
     ]
-    server = Server("naive", command, http_port, cpu)
-    try:
-        server.wait_status("/ping", (200,), timeout=20)
-    except BaseException:
-        server.kill()
-        raise
-    return server
+    return start_server("naive", command, "/ping", cpu)
 
 
 def get(port: int, path: str = "/health", timeout: float = 1.0) -> tuple[int, str]:
@@ -384,130 +318,3 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------- a switchable proxy
-
-
-class SwitchProxy:
-    """A TCP proxy to a real node that can turn, at once, into a server that never greets
-    ("silent") or a blackhole (SYNs dropped), and back. In both fault modes the connections
-    already open stop forwarding (a real dead peer does not answer either); when the fault
-    ends, they are closed (the old peer is gone) and new connections are forwarded again."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.mode = "forward"
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._pairs: list[tuple[socket.socket, socket.socket | None]] = []
-        self._fillers: list[socket.socket] = []
-        self._listen = self._listener(128)
-        self.port = int(self._listen.getsockname()[1])
-        self._thread = threading.Thread(target=self._loop, name="switch-proxy", daemon=True)
-        self._thread.start()
-
-    @staticmethod
-    def _listener(backlog: int) -> socket.socket:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(backlog)
-        return sock
-
-    def set_mode(self, mode: str) -> None:
-        assert mode in ("forward", "silent", "blackhole")
-        with self._lock:
-            old, self.mode = self.mode, mode
-            if old == mode:
-                return
-            if old == "blackhole":
-                self._listen.listen(128)  # a listening socket takes a new backlog in place
-                for filler in self._fillers:
-                    filler.close()  # the loop accepts their (dead) peers and drops them
-                self._fillers = []
-            if mode == "forward":
-                for client, upstream in self._pairs:
-                    for sock in (client, upstream):
-                        if sock is not None:
-                            sock.close()
-                self._pairs = []
-            elif mode == "blackhole":
-                # nothing accepts any more; a backlog of 0 filled by two connections makes
-                # the kernel drop further SYNs (as fault_servers.Blackhole)
-                self._listen.listen(0)
-                for _ in range(2):
-                    filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                    filler.setblocking(False)
-                    filler.connect_ex(("127.0.0.1", self.port))
-                    self._fillers.append(filler)
-
-    def _loop(self) -> None:
-        import select
-
-        while not self._stop.is_set():
-            with self._lock:
-                mode = self.mode
-                listen = self._listen
-                pairs = list(self._pairs)
-            readable: list[socket.socket] = []
-            if mode != "blackhole":
-                readable.append(listen)
-            if mode == "forward":
-                for client, upstream in pairs:
-                    readable.append(client)
-                    if upstream is not None:
-                        readable.append(upstream)
-            try:
-                ready, _, _ = select.select(readable, [], [], 0.02)
-            except (OSError, ValueError):
-                continue  # a socket was closed by set_mode meanwhile
-            with self._lock:
-                if self.mode != mode:
-                    continue
-                for sock in ready:
-                    self._handle(sock, mode)
-
-    def _handle(self, sock: socket.socket, mode: str) -> None:
-        if sock is self._listen:
-            try:
-                client, _ = sock.accept()
-            except OSError:
-                return
-            upstream: socket.socket | None = None
-            if mode == "forward":
-                try:
-                    upstream = socket.create_connection(self.target, timeout=2)
-                except OSError:
-                    client.close()
-                    return
-            self._pairs.append((client, upstream))
-            return
-        for client, upstream in self._pairs:
-            if sock is client or sock is upstream:
-                other = upstream if sock is client else client
-                try:
-                    data = sock.recv(65536)
-                    if data and other is not None:
-                        other.sendall(data)
-                        return
-                except OSError:
-                    pass
-                client.close()
-                if upstream is not None:
-                    upstream.close()
-                self._pairs.remove((client, upstream))
-                return
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        with self._lock:
-            for client, upstream in self._pairs:
-                client.close()
-                if upstream is not None:
-                    upstream.close()
-            for sock in [*self._fillers, self._listen]:
-                sock.close()
-            self._pairs = []
-            self._fillers = []

@@ -5,7 +5,7 @@ Why: a load balancer takes a node out only as fast as its health check notices. 
 (clean stop, kill -9, freeze, split, desync, wsrep_reject_queries=ALL, a server that never
 greets, a blackhole) is injected on a real 3-node test bed while GET /health/<node> is polled
 every --poll-ms on a fresh connection (as an LB does). The no-greeting and blackhole faults go
-through bench/_common.SwitchProxy in front of n2 (node "px"); the others hit n3 directly.
+through testkit.fault_servers.SwitchProxy in front of n2 (node "px"); the others hit n3 directly.
 After the first 503 the fault is held --dwell seconds, then recovered.
 
 Agent settings: the defaults (interval 1 s, connect/read timeout 2 s, hold-down 2 x
@@ -28,9 +28,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import _common
-from _common import SwitchProxy, fmt
+from _common import fmt
 
 from galera_health.testbed import GaleraTestbed, TestbedNode
+from testkit.agent import AgentProcess
+from testkit.fault_servers import SwitchProxy
 
 INTERVAL, CONNECT, READ, HOLD_DOWN = 1.0, 2.0, 2.0, 6.0
 EVS_SUSPECT, EVS_INACTIVE = 3.0, 6.0
@@ -84,14 +86,14 @@ def first(
         time.sleep(max(0.0, poll - (time.monotonic() - started - now)))
 
 
-def settle(bed: GaleraTestbed, agent: _common.Server, nodes: list[str]) -> None:
+def settle(bed: GaleraTestbed, agent: AgentProcess, nodes: list[str]) -> None:
     for node in bed.nodes:
         if not node.is_running():
             node.start()
     for node in bed.nodes:
         node.wait_synced(timeout=180)
     for name in nodes:
-        agent.wait_status(f"/health/{name}", (200,), timeout=60)
+        agent.wait_for(lambda a: a.status == 200, f"/health/{name}", timeout=60)
     time.sleep(1.5)  # a few healthy polls: the fault starts from a steady state
 
 
@@ -139,7 +141,7 @@ def faults(bed: GaleraTestbed, proxy: SwitchProxy) -> list[Fault]:
     ]  # fmt: skip
 
 
-def cycle(fault: Fault, agent: _common.Server, poll: float, dwell: float) -> None:
+def cycle(fault: Fault, agent: AgentProcess, poll: float, dwell: float) -> None:
     path = f"/health/{fault.node}"
     thread: threading.Thread | None = None
     t0 = time.monotonic()
@@ -186,7 +188,7 @@ def main() -> int:
     print(_common.machine_line(), flush=True)
     bed = GaleraTestbed(3)
     proxy: SwitchProxy | None = None
-    agent: _common.Server | None = None
+    agent: AgentProcess | None = None
     chosen: list[Fault] = []
     started = time.monotonic()
     try:

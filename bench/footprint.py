@@ -25,13 +25,14 @@ import time
 from collections.abc import Callable
 
 import _common
-from _common import ProcSample, Server, cpu_percent, fmt, proc_sample
+from _common import ProcSample, cpu_percent, fmt, proc_sample
 
 from galera_health.config import DEFAULT_INTERVAL
 from galera_health.testbed import GaleraTestbed, TestbedNode
+from testkit.agent import ServerProcess
 
 
-def measure_idle(server: Server, seconds: float) -> tuple[ProcSample, float]:
+def measure_idle(server: ServerProcess, seconds: float) -> tuple[ProcSample, float]:
     time.sleep(2)  # past the start-up
     before = proc_sample(server.pid)
     time.sleep(seconds)
@@ -40,7 +41,7 @@ def measure_idle(server: Server, seconds: float) -> tuple[ProcSample, float]:
 
 
 def measure_storm(
-    server: Server, seconds: float, connections: int
+    server: ServerProcess, seconds: float, connections: int
 ) -> tuple[ProcSample, float, float]:
     before = proc_sample(server.pid)
     result = _common.wrk(server.url(), connections, seconds, timeout=1.0)
@@ -80,7 +81,7 @@ def soak_faults(n3: TestbedNode) -> list[tuple[str, Callable[[], object], Callab
 
 
 def soak(
-    bed: GaleraTestbed, agent: Server, seconds: float, every: float
+    bed: GaleraTestbed, agent: ServerProcess, seconds: float, every: float
 ) -> tuple[list[ProcSample], list[ProcSample]]:
     """Samples every 5 s (they include the probe bursts' 64 client sockets), and one quiet
     sample at the end of each cycle, just before the next fault (the steady state)."""
@@ -150,7 +151,7 @@ def main() -> int:
     _common.pin_self()
     print(_common.machine_line(), flush=True)
     bed = GaleraTestbed(3)
-    started: list[Server] = []
+    started: list[ServerProcess] = []
     rows: list[list[str]] = []
     samples: list[ProcSample] = []
     quiet: list[ProcSample] = []

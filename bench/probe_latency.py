@@ -29,10 +29,11 @@ import sys
 from collections.abc import Iterator
 
 import _common
-from _common import Server, WrkResult, fmt
+from _common import WrkResult, fmt
 
-from galera_health.fault_servers import Blackhole
 from galera_health.testbed import GaleraTestbed, TestbedNode
+from testkit.agent import ServerProcess
+from testkit.fault_servers import Blackhole
 
 NAIVE_TIMEOUT = 1.0  # client timeout for the naive checker, which hangs by design
 
@@ -48,7 +49,7 @@ def frozen(node: TestbedNode) -> Iterator[None]:
 
 def run_state(
     state: str,
-    servers: dict[str, Server],
+    servers: dict[str, ServerProcess],
     naive_target: tuple[str, int] | None,
     password_file: str,
     levels: list[int],
@@ -72,7 +73,7 @@ def run_state(
 
 
 def interleaved(
-    servers: dict[str, Server], connections: int, seconds: float, count: int
+    servers: dict[str, ServerProcess], connections: int, seconds: float, count: int
 ) -> dict[str, list[WrkResult]]:
     """Short wrk runs against agents that differ only in the state of the node they watch,
     alternated (A B C, C B A, ...) so that the machine's drift hits every state alike: the
@@ -167,7 +168,7 @@ def main() -> int:
     print(_common.machine_line(), flush=True)
 
     bed = GaleraTestbed(3)
-    started: list[Server] = []
+    started: list[ServerProcess] = []
     blackhole: Blackhole | None = None
     all_results: dict[str, dict[tuple[str, int], WrkResult]] = {}
     rounds: dict[str, list[WrkResult]] = {}
@@ -180,7 +181,7 @@ def main() -> int:
         agent = _common.start_agent([f"n1={n1.address()}"], bed.password_file)
         started.append(agent)
         naive_target = None if args.no_naive else (n1.host, n1.port)
-        references: dict[str, Server] = {}
+        references: dict[str, ServerProcess] = {}
         if not args.no_flask:
             references["flask"] = _common.start_bare(flask=True)
             started.append(references["flask"])
@@ -229,7 +230,7 @@ def main() -> int:
 
         print("frozen (n1 SIGSTOPped):", flush=True)
         with frozen(n1):
-            waited = agent.wait_status("/health", (503,), timeout=30)
+            waited, _ = agent.wait_for(lambda a: a.status == 503, "/health", timeout=30)
             print(f"  agent said 503 {waited:.1f} s after SIGSTOP", flush=True)
             all_results["frozen"] = run_state(
                 "frozen",
@@ -239,7 +240,7 @@ def main() -> int:
                 levels,
                 args.seconds,
             )
-            agent_bh.wait_status("/health", (503,), timeout=30)
+            agent_bh.wait_for(lambda a: a.status == 503, "/health", timeout=30)
             if args.rounds:
                 print(
                     f"interleaved: {args.rounds} rounds of {args.round_seconds:g} s at "

@@ -23,6 +23,7 @@ import tempfile
 import _common
 
 from galera_health.testbed import GaleraTestbed
+from testkit.agent import ServerProcess
 
 
 def profile(pid: int, url: str, seconds: float, connections: int) -> str:
@@ -101,7 +102,7 @@ def main() -> int:
     _common.pin_self()
     print(_common.machine_line(), flush=True)
     bed = GaleraTestbed(3)
-    started: list[_common.Server] = []
+    started: list[ServerProcess] = []
     try:
         bed.start()
         n1 = bed.node("n1")
@@ -109,7 +110,7 @@ def main() -> int:
         started.append(agent)
         summarize(profile(agent.pid, agent.url(), args.seconds, args.connections), args.top)
         if args.variant:
-            servers: dict[str, _common.Server] = {"agent": agent}
+            servers: dict[str, ServerProcess] = {"agent": agent}
             for variant in args.variant.split(","):
                 patched = _common.start_agent(
                     [f"n1={n1.address()}"],
@@ -129,7 +130,7 @@ def main() -> int:
     return 0
 
 
-def compare(servers: dict[str, _common.Server], connections: int, rounds: int) -> None:
+def compare(servers: dict[str, ServerProcess], connections: int, rounds: int) -> None:
     results: dict[str, list[_common.WrkResult]] = {name: [] for name in servers}
     for _ in range(rounds):
         for name, server in servers.items():

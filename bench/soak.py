@@ -45,7 +45,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -58,12 +57,14 @@ from typing import Any
 import mysql.connector
 
 try:
-    from galera_health.testbed import GaleraTestbed, TestbedError, TestbedNode, free_ports
+    from galera_health.testbed import GaleraTestbed, TestbedError, TestbedNode
 except ImportError:  # run from a checkout without installing
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from galera_health.testbed import GaleraTestbed, TestbedError, TestbedNode, free_ports
+    from galera_health.testbed import GaleraTestbed, TestbedError, TestbedNode
 
 import _common
+
+from testkit.agent import AgentProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = ("freeze", "split", "kill9", "stop", "desync")
@@ -131,26 +132,21 @@ class AgentRun:
 
 
 def start_agent(bed: GaleraTestbed, node: TestbedNode, args: argparse.Namespace) -> AgentRun:
-    port = free_ports(1)[0]
-    log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed by the child's lifetime
-        prefix=f"soak-agent-{node.name}-", suffix=".log", delete=False
-    )
-    command = [
-        sys.executable, "-m", "galera_health", "serve",
-        "--listen", f"127.0.0.1:{port}",
-        "--node", f"{node.name}={node.address()}",
-        "--user", bed.monitor_user, "--password-file", bed.password_file,
-        "--interval", str(args.interval),
-        "--connect-timeout", str(args.connect_timeout),
-        "--read-timeout", str(args.read_timeout),
-        "--drain-seconds", "0",
-        *args.agent_arg,
-    ]  # fmt: skip
-    process = subprocess.Popen(
-        command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    log.close()
-    return AgentRun(node.name, port, process, log.name)
+    """testkit's AgentProcess (the tests' own), no drain; its log is kept on a false healthy."""
+    agent = AgentProcess(
+        [f"{node.name}={node.address()}"],
+        bed.monitor_user,
+        bed.password_file,
+        [
+            "--interval", str(args.interval),
+            "--connect-timeout", str(args.connect_timeout),
+            "--read-timeout", str(args.read_timeout),
+            *args.agent_arg,
+        ],
+        drain_seconds=0,
+        name=f"soak-agent-{node.name}",
+    )  # fmt: skip
+    return AgentRun(node.name, agent.port, agent.process, agent.log.name)
 
 
 def get_status(port: int) -> str:

@@ -92,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="start a local 3-node Galera cluster with agents")
     demo.add_argument("--size", type=int, default=3, help="number of Galera nodes (3)")
     demo.add_argument("--port", type=int, default=9200, help="first agent port (9200)")
+    demo_commands = demo.add_subparsers(dest="demo_command", metavar="fault")
+    fault = demo_commands.add_parser(
+        "fault", help="break or mend a node of the running demo by name: demo fault freeze n3"
+    )
+    fault.add_argument("action", help="freeze/thaw, split/heal, desync/resync, stop/start, ...")
+    fault.add_argument("node", help="the node's name: n1, n2, ...")
     return parser
 
 
@@ -376,9 +382,13 @@ def check(settings: Settings) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "demo":
-        from .demo import run_demo
-
-        return run_demo(size=args.size, first_port=args.port)
+        try:
+            from . import demo
+        except ImportError:  # left out of the container image: it has no MariaDB to run
+            return fail("the demo is not in this installation (it needs MariaDB): ./scripts/demo")
+        if args.demo_command == "fault":
+            return demo.run_fault(args.action, args.node)
+        return demo.run_demo(size=args.size, first_port=args.port)
     if args.command == "maintenance":
         return maintenance_command(args)
 

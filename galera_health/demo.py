@@ -1,15 +1,23 @@
-"""`galera-health demo`: a local Galera cluster with one agent per node, to watch verdicts change.
+"""`galera-health demo`: a local Galera cluster with one agent per node, to watch verdicts change;
+`galera-health demo fault ACTION NODE` breaks or mends a node of the running demo by name.
 
 Built on the same test bed the integration tests use. Everything it starts it stops on Ctrl-C.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
+import socket
+import socketserver
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 
 from .testbed import GaleraTestbed, TestbedError, TestbedNode, free_ports, missing_requirements
@@ -51,14 +59,196 @@ def start_agent(node: TestbedNode, testbed: GaleraTestbed, port: int) -> subproc
     )
 
 
-def sql_command(node: TestbedNode, statement: str) -> str:
-    return f'mariadb --no-defaults --socket={node.socket} -uroot -e "{statement}"'
+# ---------------------------------------------------------------- faults by node name
+
+# Not GALERA_HEALTH_*: the agents the demo starts reject unknown variables of their own prefix.
+RUNTIME_DIR_ENV = "GALERA_DEMO_RUNTIME_DIR"
+STATE_FILE = "demo.json"
+CONTROL_SOCKET = "control.sock"
+
+
+def runtime_dir() -> str:
+    """Where a running demo leaves its state file and control socket (one demo at a time)."""
+    configured = os.environ.get(RUNTIME_DIR_ENV)
+    if configured:
+        return configured
+    if os.geteuid() == 0 and os.path.isdir("/run"):
+        return "/run/galera-health-demo"
+    return os.path.join(tempfile.gettempdir(), f"galera-health-demo-{os.geteuid()}")
+
+
+def _sql(statement: str) -> Callable[[TestbedNode], None]:
+    def run(node: TestbedNode) -> None:
+        node.sql(statement)
+
+    return run
+
+
+# action -> (what it does, how); the pairs undo each other
+FAULTS: dict[str, tuple[str, Callable[[TestbedNode], None]]] = {
+    "freeze": ("SIGSTOP mariadbd: TCP still accepted, nothing answers", TestbedNode.freeze),
+    "thaw": ("SIGCONT: it answers again (evicted meanwhile if frozen past evs.suspect_timeout)",
+             TestbedNode.thaw),
+    "split": ("cut its group communication (gmcast.isolate=1): non-Primary",
+              lambda node: node.isolate(True)),
+    "heal": ("restore its group communication: it rejoins", lambda node: node.isolate(False)),
+    "desync": ("SET GLOBAL wsrep_desync=ON", _sql("SET GLOBAL wsrep_desync=ON")),
+    "resync": ("SET GLOBAL wsrep_desync=OFF", _sql("SET GLOBAL wsrep_desync=OFF")),
+    "readonly": ("SET GLOBAL read_only=ON", _sql("SET GLOBAL read_only=ON")),
+    "writable": ("SET GLOBAL read_only=OFF", _sql("SET GLOBAL read_only=OFF")),
+    "stop": ("clean shutdown of mariadbd (the demo starts it again after "
+             f"{RESTART_AFTER:.0f} s)", TestbedNode.stop),
+    "start": ("start a stopped node now; it rejoins (IST)", TestbedNode.start),
+}  # fmt: skip
+
+
+class DemoControl:
+    """Applies faults by node name for `galera-health demo fault ACTION NODE`, which finds the
+    running demo through the state file in `directory` and asks over its unix socket: the node
+    objects (and their current PIDs) live in the demo's process, so a restarted node is still
+    the same name."""
+
+    def __init__(
+        self, testbed: GaleraTestbed, directory: str, agents: dict[str, str] | None = None
+    ) -> None:
+        self.testbed = testbed
+        self.directory = directory
+        self.agents = agents or {}
+        self.lock = threading.Lock()  # one node operation at a time (the restarter too)
+        self.state_file = os.path.join(directory, STATE_FILE)
+        self.socket_path = os.path.join(directory, CONTROL_SOCKET)
+        self._server: socketserver.UnixStreamServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        other = _running_demo(self.state_file)
+        if other is not None:
+            raise TestbedError(
+                f"another demo is running (pid {other}, {self.state_file}); stop it first"
+            )
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket_path)
+        control = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                try:
+                    request = json.loads(self.rfile.readline(4096))
+                    ok, message = control.apply(str(request["action"]), str(request["node"]))
+                except (ValueError, KeyError, TypeError) as exc:
+                    ok, message = False, f"bad request: {exc}"
+                self.wfile.write((json.dumps({"ok": ok, "message": message}) + "\n").encode())
+
+        self._server = socketserver.UnixStreamServer(self.socket_path, Handler)
+        os.chmod(self.socket_path, 0o600)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="demo-control", daemon=True
+        )
+        self._thread.start()
+        self.write_state()
+
+    def apply(self, action: str, name: str) -> tuple[bool, str]:
+        if action not in FAULTS:
+            return False, f"unknown fault {action!r}; one of: {', '.join(FAULTS)}"
+        names = [node.name for node in self.testbed.nodes]
+        if name not in names:
+            return False, f"no node {name!r} in the demo; one of: {', '.join(names)}"
+        node = self.testbed.node(name)
+        with self.lock:
+            try:
+                FAULTS[action][1](node)
+            except TestbedError as exc:
+                return False, f"{action} {name} failed: {exc}"
+            finally:
+                self.write_state()
+        print(f"demo: {action} {name}: {FAULTS[action][0]}", flush=True)
+        return True, f"{action} {name}: {FAULTS[action][0]}"
+
+    def write_state(self) -> None:
+        """The state file: who runs the demo, where to ask, and each node's current PID."""
+        state = {
+            "pid": os.getpid(),
+            "control": self.socket_path,
+            "base_dir": self.testbed.base_dir,
+            "nodes": {
+                node.name: {
+                    "pid": node.pid,
+                    "frozen": node.frozen,
+                    "mysql": node.address(),
+                    "socket": node.socket,
+                    "agent": self.agents.get(node.name),
+                }
+                for node in self.testbed.nodes
+            },
+        }
+        temporary = self.state_file + ".tmp"
+        with open(temporary, "w") as handle:
+            json.dump(state, handle, indent=2)
+        os.replace(temporary, self.state_file)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        for path in (self.state_file, self.socket_path):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+
+def _running_demo(state_file: str) -> int | None:
+    """The PID of the demo that wrote `state_file`, if it still runs."""
+    try:
+        with open(state_file) as handle:
+            pid = int(json.load(handle)["pid"])
+        os.kill(pid, 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return pid
+
+
+def run_fault(action: str, name: str) -> int:
+    """`galera-health demo fault ACTION NODE`: ask the running demo; one line, exit 0 or 2."""
+    directory = runtime_dir()
+    state_file = os.path.join(directory, STATE_FILE)
+    if action not in FAULTS:
+        print(f"galera-health demo: unknown fault {action!r}; one of: {', '.join(FAULTS)}",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    if _running_demo(state_file) is None:
+        print(
+            f"galera-health demo: no demo running (no live {state_file}); start one with "
+            "./scripts/demo",
+            file=sys.stderr,
+        )
+        return 2
+    with open(state_file) as handle:
+        socket_path = str(json.load(handle)["control"])
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.settimeout(180)  # a start waits for the node to rejoin
+            client.connect(socket_path)
+            client.sendall((json.dumps({"action": action, "node": name}) + "\n").encode())
+            reply = json.loads(client.makefile("rb").readline())
+    except (OSError, ValueError) as exc:
+        print(f"galera-health demo: cannot reach the demo at {socket_path}: {exc}",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    if not reply["ok"]:
+        print(f"galera-health demo: {reply['message']}", file=sys.stderr)
+        return 2
+    print(reply["message"])
+    return 0
+
+
+# ---------------------------------------------------------------------------- the demo
 
 
 def print_guide(testbed: GaleraTestbed, ports: list[int], all_port: int) -> None:
     print("\nA 3-node MariaDB Galera cluster is running, with an agent in front of each node.\n")
     for node, port in zip(testbed.nodes, ports, strict=True):
-        print(f"  {node.name}: mariadbd pid {node.pid}, MySQL {node.address()}")
+        print(f"  {node.name}: MySQL {node.address()} (socket {node.socket})")
         print(f"      http://127.0.0.1:{port}/health   /readyz   /livez   /status   /metrics")
     print(f"  all nodes: http://127.0.0.1:{all_port}/health  (200 only when every node is usable)")
     print(f"             http://127.0.0.1:{all_port}/status")
@@ -68,17 +258,15 @@ def print_guide(testbed: GaleraTestbed, ports: list[int], all_port: int) -> None
     print(
         f"\nWatch one node:  watch -n0.5 curl -s -w '%{{http_code}}\\\\n' 127.0.0.1:{port}/health"
     )
-    print(f"\nBreak {node.name} and watch its verdict change (transitions are logged here):")
-    print(f"  freeze:   kill -STOP {node.pid}      thaw:  kill -CONT {node.pid}")
-    isolate = "SET GLOBAL wsrep_provider_options='gmcast.isolate={}'"
-    print(f"  split:    {sql_command(node, isolate.format(1))}")
-    print(f"  rejoin:   {sql_command(node, isolate.format(0))}")
-    print(f"  desync:   {sql_command(node, 'SET GLOBAL wsrep_desync=ON')}   (OFF to undo)")
-    print(f"  read-only:{sql_command(node, 'SET GLOBAL read_only=ON')}   (OFF to undo)")
     print(
-        f"  stop:     kill {node.pid}   (the demo restarts a stopped node after "
-        f"{RESTART_AFTER:.0f} s so you can watch it rejoin)"
+        f"\nBreak {node.name} (or any node, by name) from another terminal and watch its verdict"
+        " change (transitions are logged here):"
     )
+    for first, second in (("freeze", "thaw"), ("split", "heal"), ("desync", "resync"),
+                          ("readonly", "writable"), ("stop", "start")):  # fmt: skip
+        command = f"galera-health demo fault {first} {node.name}"
+        print(f"  {command:36} undo: {second:9} {FAULTS[first][0]}")
+    print("  (`galera-health` is .venv/bin/galera-health in this checkout)")
     print("\nCtrl-C stops the agents and the cluster and removes its files.\n", flush=True)
 
 
@@ -96,6 +284,7 @@ def run_demo(size: int = 3, first_port: int = 9200) -> int:
     signal.signal(signal.SIGTERM, interrupt)
     testbed = GaleraTestbed(size=size)
     agents: list[subprocess.Popen[bytes]] = []
+    control: DemoControl | None = None
     try:
         print(f"Starting a {size}-node Galera cluster under {testbed.base_dir} ...", flush=True)
         started = time.monotonic()
@@ -105,6 +294,11 @@ def run_demo(size: int = 3, first_port: int = 9200) -> int:
         for node, port in zip(testbed.nodes, ports, strict=False):
             agents.append(start_agent(node, testbed, port))
         agents.append(all_nodes_agent(testbed, ports[-1]))
+        pages = zip(testbed.nodes, ports[:-1], strict=True)
+        control = DemoControl(
+            testbed, runtime_dir(), {n.name: f"http://127.0.0.1:{p}/" for n, p in pages}
+        )
+        control.start()
         time.sleep(1.5)
         print_guide(testbed, ports[:-1], ports[-1])
         down_since: dict[str, float] = {}
@@ -117,11 +311,14 @@ def run_demo(size: int = 3, first_port: int = 9200) -> int:
                 since = down_since.setdefault(node.name, time.monotonic())
                 if time.monotonic() - since >= RESTART_AFTER:
                     print(f"demo: restarting {node.name} ...", flush=True)
-                    try:
-                        node.start()
-                        print(f"demo: {node.name} is up again (pid {node.pid})", flush=True)
-                    except TestbedError as exc:
-                        print(f"demo: could not restart {node.name}: {exc}", flush=True)
+                    with control.lock:
+                        try:
+                            if not node.is_running():  # not started meanwhile by `fault start`
+                                node.start()
+                            print(f"demo: {node.name} is up again", flush=True)
+                        except TestbedError as exc:
+                            print(f"demo: could not restart {node.name}: {exc}", flush=True)
+                        control.write_state()
                     down_since.pop(node.name, None)
     except KeyboardInterrupt:
         print("\nStopping ...", flush=True)
@@ -130,6 +327,8 @@ def run_demo(size: int = 3, first_port: int = 9200) -> int:
         print(f"galera-health demo: {exc}", file=sys.stderr)
         return 1
     finally:
+        if control is not None:
+            control.close()
         for agent in agents:
             if agent.poll() is None:
                 os.kill(agent.pid, signal.SIGINT)  # at once: SIGTERM would drain for 11 s

@@ -17,6 +17,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import random
 import re
 import secrets
 import shutil
@@ -31,7 +32,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["GaleraTestbed", "TestbedError", "TestbedNode", "free_ports", "missing_requirements"]
+__all__ = [
+    "GaleraTestbed",
+    "TestbedError",
+    "TestbedNode",
+    "ephemeral_range",
+    "free_ports",
+    "missing_requirements",
+]
 
 PROVIDER = "/usr/lib/galera/libgalera_smm.so"
 CLUSTER_NAME = "galera_health_testbed"
@@ -71,19 +79,66 @@ def missing_requirements() -> str | None:
     return None
 
 
+LISTEN_PORTS_FROM = 10000  # below it: well-known services (3306, 4567, 8080, 9200, ...)
+_EPHEMERAL_RANGE_FILE = "/proc/sys/net/ipv4/ip_local_port_range"
+
+
+def ephemeral_range() -> tuple[int, int]:
+    """The kernel's range of local ports for outgoing connections (Linux default 32768-60999)."""
+    try:
+        with open(_EPHEMERAL_RANGE_FILE) as handle:
+            low, high = (int(part) for part in handle.read().split())
+    except (OSError, ValueError):
+        return (32768, 60999)
+    return (low, high)
+
+
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     """Return ``count`` distinct ports that were free on ``host`` a moment ago.
 
-    All sockets are held open until every port is chosen, so the ports are
-    distinct; another process may still take one before it is used.
+    The ports lie outside the kernel's ephemeral range (read at each call): a port from that
+    range, chosen now and listened on later (the SST and IST ports only when a node joins), can
+    meanwhile be the local port of any outgoing connection on the machine; rsync SST then fails
+    with "Device or resource busy". Outside it only another listener can take the port. Picks
+    are random, so test sessions running in parallel rarely try the same port, and each is
+    checked by binding it (without SO_REUSEADDR, so a port in TIME_WAIT is not taken either).
+    All are held until every port is chosen, so they are distinct.
     """
+    low, high = ephemeral_range()
+    pools = [range(LISTEN_PORTS_FROM, low), range(high + 1, 65536)]
+    pools = [pool for pool in pools if len(pool) > 0]
+    if not pools:  # an ephemeral range covering everything: nowhere safer to go
+        pools = [range(LISTEN_PORTS_FROM, 65536)]
+    total = sum(len(pool) for pool in pools)
+    rng = random.SystemRandom()
     held: list[socket.socket] = []
+    chosen: list[int] = []
     try:
-        for _ in range(count):
+        for _ in range(200 * count):
+            if len(chosen) == count:
+                break
+            index = rng.randrange(total)
+            for pool in pools:
+                if index < len(pool):
+                    port = pool[index]
+                    break
+                index -= len(pool)
+            if port in chosen:
+                continue
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                sock.bind((host, port))
+            except OSError:
+                sock.close()
+                continue
             held.append(sock)
-            sock.bind((host, 0))
-        return [int(sock.getsockname()[1]) for sock in held]
+            chosen.append(port)
+        if len(chosen) < count:
+            raise TestbedError(
+                f"found only {len(chosen)} of {count} free ports on {host} outside the "
+                f"ephemeral range {low}-{high}"
+            )
+        return chosen
     finally:
         for sock in held:
             sock.close()

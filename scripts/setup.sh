@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what galera-health's demo needs on a fresh Debian/Ubuntu machine (as root): Debian
-# mariadb-server, galera-4, rsync, iproute2, procps; a virtualenv in .venv with the package and
-# its test tools. `setup.sh --test` adds what only the test suite uses: chromium + chromium-driver
-# (the status page in a headless browser), haproxy (a real load balancer in front of the test
-# bed), prometheus (promtool checks the alert rules) and systemd (systemd-analyze verify of the
-# units). Elsewhere it says exactly what to install. Safe to run again.
+# mariadb-server, galera-4, rsync, iproute2, procps; a virtualenv in .venv with the package.
+# `setup.sh --test` adds what only the test suite uses: chromium + chromium-driver (the status
+# page in a headless browser), haproxy (a real load balancer in front of the test bed),
+# prometheus (promtool checks the alert rules), systemd (systemd-analyze verify of the units) and
+# the Python test tools (the package's [test] extra). Elsewhere it says exactly what to install.
+# Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -63,5 +64,9 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e ".[test]"
+if [ "$FOR_TESTS" = 1 ]; then
+  .venv/bin/python -m pip install -q -e ".[test]"
+else
+  .venv/bin/python -m pip install -q -e .
+fi
 echo "setup: ready ($(.venv/bin/galera-health --version), $(mariadbd --version 2>/dev/null | cut -d' ' -f1-4))"

@@ -153,10 +153,16 @@ def test_dockerfile_install_steps_give_a_working_agent(tmp_path: Path) -> None:
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source / name)
+    left_out = [  # .dockerignore's exclusions inside galera_health/ (the demo and its test bed)
+        line.removeprefix("galera_health/")
+        for line in (REPO / ".dockerignore").read_text().split()
+        if line.startswith("galera_health/") and line.endswith(".py")
+    ]
+    assert left_out == ["demo.py", "testbed.py"]
     shutil.copytree(
         REPO / "galera_health",
         source / "galera_health",
-        ignore=shutil.ignore_patterns("__pycache__"),
+        ignore=shutil.ignore_patterns("__pycache__", *left_out),
     )
     wheels = tmp_path / "wheels"
     venv = tmp_path / "venv"
@@ -177,6 +183,13 @@ def test_dockerfile_install_steps_give_a_working_agent(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert located.stdout.startswith(str(venv)), "the venv must use the installed wheel"
+    # the image carries no code it cannot run: without MariaDB the demo is one line, exit 2
+    demo = subprocess.run(
+        [str(agent), "demo"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert demo.returncode == 2, demo
+    assert demo.stderr.startswith("galera-health: error: the demo is not in this installation")
+    assert "Traceback" not in demo.stderr
 
     port, dead = free_ports(2)
     password = tmp_path / "password"

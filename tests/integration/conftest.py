@@ -55,20 +55,34 @@ def synced_cluster(cluster: GaleraTestbed) -> Iterator[GaleraTestbed]:
     restore(cluster)
 
 
-def restore(cluster: GaleraTestbed) -> None:
+WHOLE = {
+    "wsrep_local_state": "4",
+    "wsrep_cluster_status": "Primary",
+    "wsrep_ready": "ON",
+}
+
+
+def restore(cluster: GaleraTestbed, timeout: float = 180) -> None:
+    """Undo every fault, then wait until every node is Synced, Primary and ready and counts
+    every other in the same look (a thawed node looks Synced for a few seconds before it
+    notices its eviction). One query per node and look: this runs twice per test."""
     for node in cluster.nodes:
         restore_node(node)
-    for node in cluster.nodes:
-        node.wait_synced(timeout=180)
-    # A thawed node looks Synced for a few seconds before it notices its eviction: whole means
-    # every node sees every other.
-    deadline = time.monotonic() + 180
-    size = str(len(cluster.nodes))
-    while any(node.status("wsrep_cluster_size") != size for node in cluster.nodes):
-        assert time.monotonic() < deadline, "the test cluster did not become whole again"
+    wanted = {**WHOLE, "wsrep_cluster_size": str(len(cluster.nodes))}
+    deadline = time.monotonic() + timeout
+    while True:
+        seen: dict[str, object] = {}
+        for node in cluster.nodes:
+            try:
+                seen[node.name] = node.statuses(list(wanted), timeout=5)
+            except TestbedError as exc:
+                seen[node.name] = str(exc).splitlines()[0]
+        if all(values == wanted for values in seen.values()):
+            return
+        if time.monotonic() > deadline:
+            tails = "\n".join(node.log_tail(10) for node in cluster.nodes)
+            raise AssertionError(f"the test cluster did not become whole again: {seen}\n{tails}")
         time.sleep(0.25)
-    for node in cluster.nodes:
-        node.wait_synced(timeout=180)
 
 
 def restore_node(node: TestbedNode) -> None:
@@ -77,9 +91,7 @@ def restore_node(node: TestbedNode) -> None:
     if not node.is_running():
         node.start()
     node.isolate(False)
-    for statement in (
-        "SET GLOBAL wsrep_desync = OFF",
-        "SET GLOBAL read_only = OFF",
-        "SET GLOBAL wsrep_reject_queries = NONE",
-    ):
-        node.sql(statement)
+    node.sql(
+        "SET GLOBAL wsrep_desync = OFF; SET GLOBAL read_only = OFF; "
+        "SET GLOBAL wsrep_reject_queries = NONE"
+    )

@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 
 from galera_health.testbed import GaleraTestbed, TestbedNode, free_ports
-
-from .agent import AgentProcess, run_cli
+from testkit.agent import AgentProcess, run_cli
 
 pytestmark = pytest.mark.galera
 

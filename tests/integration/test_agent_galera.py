@@ -11,43 +11,24 @@ from pathlib import Path
 
 import pytest
 
-from galera_health.fault_servers import Blackhole, SilentServer, StallingProxy
 from galera_health.testbed import GaleraTestbed
+from testkit.agent import AgentProcess, Answer, run_cli
+from testkit.fault_servers import Blackhole, SilentServer, StallingProxy
 
-from .agent import AgentProcess, Answer, run_cli
+from .helpers import (
+    CONNECT_TIMEOUT,
+    INTERVAL,
+    READ_TIMEOUT,
+    SLACK,
+    TIMING,
+    ConnectionAttempts,
+    agent_at,
+    agent_for,
+    is_200,
+    is_503,
+)
 
 pytestmark = pytest.mark.galera
-
-INTERVAL = 1.0
-CONNECT_TIMEOUT = 2
-READ_TIMEOUT = 2
-SLACK = 2.0
-TIMING = [
-    "--interval",
-    str(INTERVAL),
-    "--connect-timeout",
-    str(CONNECT_TIMEOUT),
-    "--read-timeout",
-    str(READ_TIMEOUT),
-]
-
-
-def agent_for(cluster: GaleraTestbed, *names: str, extra: list[str] | None = None) -> AgentProcess:
-    nodes = [f"{n}={cluster.node(n).address()}" for n in names]
-    return AgentProcess(nodes, cluster.monitor_user, cluster.password_file, TIMING + (extra or []))
-
-
-def agent_at(cluster: GaleraTestbed, node: str, extra: list[str] | None = None) -> AgentProcess:
-    """An agent with the cluster's monitor account for one node spec (e.g. a fault server)."""
-    return AgentProcess([node], cluster.monitor_user, cluster.password_file, TIMING + (extra or []))
-
-
-def is_200(answer: Answer) -> bool:
-    return answer.status == 200
-
-
-def is_503(answer: Answer) -> bool:
-    return answer.status == 503
 
 
 def test_all_synced_is_200(synced_cluster: GaleraTestbed) -> None:
@@ -255,6 +236,7 @@ def test_wrong_password_is_access_denied_logged_once(
     wrong = tmp_path / "wrong"
     wrong.write_text("not-the-password")
     node = synced_cluster.node("n1")
+    attempts = ConnectionAttempts(node)
     with AgentProcess(
         [f"n1={node.address()}"], synced_cluster.monitor_user, str(wrong), TIMING
     ) as agent:
@@ -262,7 +244,7 @@ def test_wrong_password_is_access_denied_logged_once(
         _, answer = agent.wait_for(lambda a: "access_denied" in a.body, timeout=10)
         assert answer.body.startswith("n1: access_denied (the agent's login was refused")
         assert agent.status()["nodes"]["n1"]["fault"] == "agent"
-        time.sleep(8)
+        attempts.wait_for(attempts.count() + 2, timeout=60)  # refused again, still logged once
         log = agent.output()
         assert log.count("access_denied") == 1, log
         assert "not-the-password" not in log and "not-the-password" not in agent.get("/status").body

@@ -33,10 +33,10 @@ import pytest
 
 from galera_health.config import KEYS
 from galera_health.testbed import GaleraTestbed, free_ports
+from testkit.agent import AgentProcess, Answer
 
 from ..chart.helm import CHART, Helm, Rendered, helm_or_skip
 from ..chart.startscript import Node, run_start_script
-from .agent import AgentProcess, Answer
 
 pytestmark = pytest.mark.galera
 

@@ -30,8 +30,7 @@ from waitress.adjustments import Adjustments
 
 from galera_health.testbed import GaleraTestbed, free_ports
 from galera_health.web import SERVER_SETTINGS
-
-from .agent import AgentProcess
+from testkit.agent import AgentProcess
 
 TIMING = [
     "--interval",

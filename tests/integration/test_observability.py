@@ -11,9 +11,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from galera_health.testbed import GaleraTestbed, free_ports
-from tests.unit.test_status_json import validate_health, validate_status
+from testkit.agent import AgentProcess, Answer
 
-from .agent import AgentProcess, Answer
+from ..schema import validate_health, validate_status
 
 pytestmark = pytest.mark.galera
 

@@ -12,9 +12,9 @@ import mysql.connector
 import pytest
 
 from galera_health.testbed import GaleraTestbed
+from testkit.agent import AgentProcess, Answer, run_cli
 
-from .agent import AgentProcess, Answer, run_cli
-from .test_agent_galera import SLACK, TIMING, agent_for, is_200, is_503
+from .helpers import SLACK, TIMING, ConnectionAttempts, agent_for, is_200, is_503
 
 pytestmark = pytest.mark.galera
 
@@ -153,16 +153,18 @@ def test_too_many_connections_is_the_agents_fault_without_a_retry_storm(
                 assert exc.errno == 1040, exc
                 break
             assert len(fillers) < 50
-        before = int(node.status("Connections") or 0)
+        attempts = ConnectionAttempts(node)
         with agent_for(synced_cluster, "n1") as agent:
             _, answer = agent.wait_for(starts_with("n1: too_many_connections"), timeout=10)
+            refused = time.monotonic()
             assert answer.status == 503
             assert agent.status()["nodes"]["n1"]["fault"] == "agent"
-            time.sleep(12)
-            attempts = int(node.status("Connections") or 0) - before - 1  # -1: that status read
+            # Two more attempts: every interval (1 s) they would take 2 s; the backoff (2, then
+            # 4 s after the first refusals) makes it about 6 s.
+            attempts.wait_for(attempts.count() + 2, timeout=60)
+            waited = time.monotonic() - refused
             log = agent.output()
-        # every interval would be ~13 attempts; the backoff (2, 4, 8 s ...) allows about 4
-        assert attempts <= 6, attempts
+        assert waited >= 4.5, waited
         assert log.count("too_many_connections") == 1, log
     finally:
         for filler in fillers:
@@ -246,7 +248,13 @@ def test_sighup_and_file_change_reload_keep_verdicts_and_reject_bad_config(
         config.write_text(f'[nodes]\nn1 = "{n1.address()}"\nn2 = "{n2.address()}"\n')
         # keep the old mtime, so that only the SIGHUP can make the agent read the file again
         os.utime(config, ns=(unchanged.st_atime_ns, unchanged.st_mtime_ns))
-        time.sleep(1)
+        # not read again by itself: wait for a poll that started after the write (the
+        # housekeeping job, which watches the file's mtime, runs four times as often)
+        written = time.time()
+        deadline = time.monotonic() + 30
+        while agent.status()["nodes"]["n1"]["checked_at"] <= written:
+            assert time.monotonic() < deadline, agent.output()
+            time.sleep(0.05)
         assert agent.get().body == "n1: synced\n"
         os.kill(agent.pid, signal.SIGHUP)
         agent.wait_for(lambda a: a.body == "n1: synced; n2: synced\n", timeout=10)
@@ -290,11 +298,13 @@ def test_rotated_password_is_read_at_the_next_reconnect(
         before = node.sql(sessions)
         assert len(before) == 1
         node.sql(f"KILL CONNECTION {before[0][0]}")
-        time.sleep(3)
-        assert agent.get().status == 200, agent.output()
+        deadline = time.monotonic() + 30
+        while (after := node.sql(sessions)) in ([], before):
+            assert time.monotonic() < deadline, agent.output()
+            time.sleep(0.1)
+        assert len(after) == 1  # a new session, logged in with second-pw
+        agent.wait_for(is_200, timeout=5)
         assert "access_denied" not in agent.output()
-        after = node.sql(sessions)
-        assert len(after) == 1 and after != before  # a new session, logged in with second-pw
     finally:
         agent.stop()
         node.sql(f"DROP USER IF EXISTS '{user}'@'127.0.0.1'")

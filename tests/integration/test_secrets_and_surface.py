@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 
 from galera_health.testbed import GaleraTestbed, free_ports
+from testkit.agent import AgentProcess
 
-from .agent import AgentProcess
-from .test_agent_galera import TIMING, is_200
-from .test_tls_and_access import make_ca, make_cert
+from .helpers import TIMING, is_200, make_ca, make_cert
 
 pytestmark = pytest.mark.galera
 

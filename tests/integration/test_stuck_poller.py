@@ -19,7 +19,7 @@ from galera_health.probe import NodeProbe
 from galera_health.store import VerdictStore
 from galera_health.web import SERVER_SETTINGS, create_app
 
-from ..unit.test_verdict import SYNCED
+from ..samples import SYNCED
 
 
 class HangingConnection:

@@ -10,8 +10,8 @@ from typing import Any
 import mysql.connector
 import pytest
 
-from galera_health.fault_servers import Blackhole, SilentServer, StallingProxy
 from galera_health.testbed import GaleraTestbed, TestbedNode
+from testkit.fault_servers import Blackhole, SilentServer, StallingProxy
 
 pytestmark = pytest.mark.galera
 

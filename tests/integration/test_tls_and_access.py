@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -14,42 +13,14 @@ from pathlib import Path
 import mysql.connector
 import pytest
 
-from galera_health.fault_servers import StallingProxy
 from galera_health.testbed import free_ports, missing_requirements
+from testkit.agent import AgentProcess
+from testkit.fault_servers import StallingProxy
 
-from .agent import AgentProcess
 from .conftest import started_testbed
-from .test_agent_galera import CONNECT_TIMEOUT, INTERVAL, SLACK, TIMING, is_200
+from .helpers import CONNECT_TIMEOUT, INTERVAL, SLACK, TIMING, is_200, make_ca, make_cert
 
 pytestmark = pytest.mark.galera
-
-
-def openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
-
-
-def make_ca(folder: Path, name: str) -> tuple[Path, Path]:
-    key, cert = folder / f"{name}.key", folder / f"{name}.pem"
-    openssl(
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-        "-subj", f"/CN=galera-health test {name}", "-keyout", str(key), "-out", str(cert),
-    )  # fmt: skip
-    return key, cert
-
-
-def make_cert(folder: Path, name: str, ca: tuple[Path, Path], san: str | None) -> tuple[Path, Path]:
-    key, request, cert = folder / f"{name}.key", folder / f"{name}.csr", folder / f"{name}.pem"
-    openssl(
-        "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
-        "-keyout", str(key), "-out", str(request),
-    )  # fmt: skip
-    extensions = folder / f"{name}.ext"
-    extensions.write_text(f"subjectAltName={san}\n" if san else "basicConstraints=CA:FALSE\n")
-    openssl(
-        "x509", "-req", "-in", str(request), "-CA", str(ca[1]), "-CAkey", str(ca[0]),
-        "-CAcreateserial", "-days", "2", "-out", str(cert), "-extfile", str(extensions),
-    )  # fmt: skip
-    return key, cert
 
 
 class TlsBed:

@@ -15,8 +15,8 @@ from galera_health.maintenance import Maintenance
 from galera_health.store import VerdictStore
 from galera_health.verdict import Policy, ProbeError, Snapshot, evaluate
 
+from ..samples import SYNCED
 from .conftest import Clock
-from .test_verdict import SYNCED
 
 NON_PRIMARY = Snapshot(dict(SYNCED, wsrep_cluster_status="non-Primary"))
 

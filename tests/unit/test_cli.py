@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pytest
 
 from galera_health.cli import build_parser, main
 from galera_health.config import DEFAULT_INTERVAL
+from galera_health.testbed import free_ports
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -63,9 +63,7 @@ def test_a_misspelt_key_gets_the_near_one(
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    return free_ports(1)[0]
 
 
 def start_lines(*flags: str) -> list[str]:

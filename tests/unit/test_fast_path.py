@@ -20,8 +20,8 @@ from galera_health.store import VerdictStore
 from galera_health.verdict import Policy, ProbeError, Snapshot, evaluate
 from galera_health.web import ProbeFastPath, create_app
 
+from ..samples import SYNCED
 from .conftest import Clock
-from .test_verdict import SYNCED
 
 PATHS = [
     "/health", "/readyz", "/livez", "/health/n1", "/health/n2", "/health/n3", "/health/",

@@ -11,7 +11,7 @@ from galera_health.config import DEFAULT_INTERVAL, Credentials, NodeAddress, Tim
 from galera_health.probe import NodeProbe, ProbeError
 
 from .conftest import Clock
-from .test_probe import StubDriver
+from .fakes import StubDriver
 
 
 def test_default_interval_and_what_derives_from_it() -> None:

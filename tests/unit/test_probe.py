@@ -8,72 +8,15 @@ where retrying hurts the server.
 from __future__ import annotations
 
 import ssl
-from typing import Any
 
 from mysql.connector import errors as myerrors
 
 from galera_health.config import Credentials, NodeAddress, Timeouts
-from galera_health.probe import POLL_QUERY, NodeProbe, classify_error
+from galera_health.probe import NodeProbe, classify_error
 from galera_health.verdict import ProbeError, Snapshot
 
 from .conftest import Clock
-
-ROWS = [("WSREP_CLUSTER_STATUS", "Primary"), ("WSREP_ON", "ON")]
-
-
-class StubCursor:
-    def __init__(self, connection: StubConnection) -> None:
-        self.connection = connection
-        self.result: list[tuple[Any, ...]] = []
-
-    def execute(self, statement: str) -> None:
-        self.connection.statements.append(statement)
-        failure = self.connection.fail_next
-        if failure is not None:
-            self.connection.fail_next = None
-            raise failure
-        if statement.startswith("SELECT @@GLOBAL.wsrep_provider_options"):
-            self.result = [("evs.suspect_timeout = PT3S",)]
-        elif statement == POLL_QUERY:
-            self.result = list(self.connection.rows)
-
-    def fetchone(self) -> tuple[Any, ...] | None:
-        return self.result[0] if self.result else None
-
-    def fetchall(self) -> list[tuple[Any, ...]]:
-        return self.result
-
-    def close(self) -> None:
-        pass
-
-
-class StubConnection:
-    def __init__(self) -> None:
-        self.statements: list[str] = []
-        self.fail_next: BaseException | None = None
-        self.rows = ROWS
-        self.closed = False
-
-    def cursor(self) -> StubCursor:
-        return StubCursor(self)
-
-    def shutdown(self) -> None:
-        self.closed = True
-
-
-class StubDriver:
-    def __init__(self) -> None:
-        self.connections: list[StubConnection] = []
-        self.refuse: BaseException | None = None
-        self.arguments: dict[str, Any] = {}
-
-    def __call__(self, **arguments: Any) -> StubConnection:
-        self.arguments = arguments
-        if self.refuse is not None:
-            raise self.refuse
-        connection = StubConnection()
-        self.connections.append(connection)
-        return connection
+from .fakes import StubDriver
 
 
 def make_probe(driver: StubDriver, clock: Clock | None = None) -> NodeProbe:

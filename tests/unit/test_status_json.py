@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 from flask.testing import FlaskClient
 
@@ -16,30 +15,9 @@ from galera_health.store import VerdictStore
 from galera_health.verdict import Policy, ProbeError, Snapshot, evaluate
 from galera_health.web import create_app
 
+from ..samples import SYNCED
+from ..schema import validate_health, validate_status
 from .conftest import Clock
-from .fakes import SYNCED
-
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "docs" / "status.schema.json"
-
-
-def schema_validator(definition: str | None = None) -> jsonschema.Draft202012Validator:
-    schema: dict[str, Any] = json.loads(SCHEMA_PATH.read_text())
-    jsonschema.Draft202012Validator.check_schema(schema)
-    if definition is not None:
-        schema = {**schema, "$ref": f"#/$defs/{definition}"}
-        for key in ("required", "properties", "type", "title", "description"):
-            schema.pop(key, None)
-    return jsonschema.Draft202012Validator(
-        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
-    )
-
-
-def validate_status(document: dict[str, Any]) -> None:
-    schema_validator().validate(document)
-
-
-def validate_health(document: dict[str, Any]) -> None:
-    schema_validator("health_json").validate(document)
 
 
 @pytest.fixture

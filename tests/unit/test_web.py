@@ -10,8 +10,8 @@ from galera_health.store import VerdictStore
 from galera_health.verdict import Policy, ProbeError, Snapshot, evaluate
 from galera_health.web import create_app, wants_html
 
+from ..samples import SYNCED
 from .conftest import Clock
-from .test_verdict import SYNCED
 
 
 @pytest.fixture

@@ -10,6 +10,11 @@ thread run it as a daemon and stop it within about a second on ``close()``.
 - :class:`StallingProxy`: forwards the server's greeting, then forwards
   nothing while stalled (the client's auth reply is swallowed); ``resume()`` /
   ``stall()`` switch forwarding on and off with the sockets kept open.
+- :class:`SwitchProxy`: a proxy to a real node that turns, at once, into a
+  silent server or a blackhole and back (bench/detection_time.py).
+
+Listeners bind port 0 and hold their port from then on, so an ephemeral port is
+fine here (nothing is chosen now and bound later).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import threading
 from types import TracebackType
 from typing import TypeVar
 
-__all__ = ["Blackhole", "FaultServerError", "SilentServer", "StallingProxy"]
+__all__ = ["Blackhole", "FaultServerError", "SilentServer", "StallingProxy", "SwitchProxy"]
 
 HOST = "127.0.0.1"
 _TICK = 0.1  # how often the threads look at their stop flag
@@ -299,3 +304,118 @@ class StallingProxy(_FaultServer):
         for thread in threads:
             thread.join(_JOIN_TIMEOUT)
         _close_all([*socks, self._listen])
+
+
+class SwitchProxy(_FaultServer):
+    """A TCP proxy to a real node that can turn, at once, into a server that never greets
+    ("silent") or a blackhole (SYNs dropped), and back. In both fault modes the connections
+    already open stop forwarding (a real dead peer does not answer either); when the fault
+    ends, they are closed (the old peer is gone) and new connections are forwarded again."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.mode = "forward"
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._pairs: list[tuple[socket.socket, socket.socket | None]] = []
+        self._fillers: list[socket.socket] = []
+        self._listen = _listener(128)
+        self.port = int(self._listen.getsockname()[1])
+        self._thread = threading.Thread(target=self._loop, name="switch-proxy", daemon=True)
+        self._thread.start()
+
+    def set_mode(self, mode: str) -> None:
+        if mode not in ("forward", "silent", "blackhole"):
+            raise ValueError(f"unknown mode {mode!r} (forward, silent, blackhole)")
+        with self._lock:
+            old, self.mode = self.mode, mode
+            if old == mode:
+                return
+            if old == "blackhole":
+                self._listen.listen(128)  # a listening socket takes a new backlog in place
+                for filler in self._fillers:
+                    filler.close()  # the loop accepts their (dead) peers and drops them
+                self._fillers = []
+            if mode == "forward":
+                for client, upstream in self._pairs:
+                    for sock in (client, upstream):
+                        if sock is not None:
+                            sock.close()
+                self._pairs = []
+            elif mode == "blackhole":
+                # nothing accepts any more; a backlog of 0 filled by two connections makes
+                # the kernel drop further SYNs (as Blackhole)
+                self._listen.listen(0)
+                for _ in range(2):
+                    filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                    filler.setblocking(False)
+                    filler.connect_ex((HOST, self.port))
+                    self._fillers.append(filler)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                mode = self.mode
+                listen = self._listen
+                pairs = list(self._pairs)
+            readable: list[socket.socket] = []
+            if mode != "blackhole":
+                readable.append(listen)
+            if mode == "forward":
+                for client, upstream in pairs:
+                    readable.append(client)
+                    if upstream is not None:
+                        readable.append(upstream)
+            try:
+                ready, _, _ = select.select(readable, [], [], 0.02)
+            except (OSError, ValueError):
+                continue  # a socket was closed by set_mode meanwhile
+            with self._lock:
+                if self.mode != mode:
+                    continue
+                for sock in ready:
+                    self._handle(sock, mode)
+
+    def _handle(self, sock: socket.socket, mode: str) -> None:
+        if sock is self._listen:
+            try:
+                client, _ = sock.accept()
+            except OSError:
+                return
+            upstream: socket.socket | None = None
+            if mode == "forward":
+                try:
+                    upstream = socket.create_connection(self.target, timeout=2)
+                except OSError:
+                    client.close()
+                    return
+            self._pairs.append((client, upstream))
+            return
+        for client, upstream in self._pairs:
+            if sock is client or sock is upstream:
+                other = upstream if sock is client else client
+                try:
+                    data = sock.recv(65536)
+                    if data and other is not None:
+                        other.sendall(data)
+                        return
+                except OSError:
+                    pass
+                client.close()
+                if upstream is not None:
+                    upstream.close()
+                self._pairs.remove((client, upstream))
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        with self._lock:
+            for client, upstream in self._pairs:
+                client.close()
+                if upstream is not None:
+                    upstream.close()
+            for sock in [*self._fillers, self._listen]:
+                sock.close()
+            self._pairs = []
+            self._fillers = []
