@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from galera_health.testbed import GaleraTestbed
+from testkit.agent import AgentProcess
 
-from .agent import AgentProcess
 from .conftest import restore
 
 pytestmark = pytest.mark.galera
@@ -183,6 +183,7 @@ class Election:
             self.user,
             self.password_file,
             ["--writer", "--state-dir", str(self.state_dir(name))],
+            drain_seconds=None,  # the default settings, the drain's 11 s included
         )
 
     def restart_agent(self, name: str) -> None:

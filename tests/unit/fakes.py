@@ -16,7 +16,6 @@ from ..samples import SYNCED
 __all__ = ["ROWS", "SYNCED", "FakeProbe", "StubConnection", "StubCursor", "StubDriver"]
 
 
-
 class FakeProbe:
     """Stands in for NodeProbe in the poller: answers each poll with the next scripted
     observation (the last one repeats), and records closes and kills."""

@@ -10,8 +10,8 @@ from galera_health.poller import LeaseRunner
 from galera_health.store import VerdictStore
 from galera_health.verdict import Snapshot
 
+from ..samples import SYNCED
 from .conftest import Clock
-from .test_verdict import SYNCED
 from .test_web import put
 
 

@@ -12,9 +12,9 @@ from galera_health.store import VerdictStore
 from galera_health.verdict import Snapshot
 from galera_health.web import create_app
 
+from ..samples import SYNCED
 from .conftest import Clock
 from .test_status_json import validate_status
-from .test_verdict import SYNCED
 from .test_web import put
 
 VALIDITY = 2.5
