@@ -487,6 +487,10 @@ def test_notes_render_with_verification_steps(helm: Helm, tmp_path: Path) -> Non
         ),
         (STATUS, ["Authorization: Bearer", "9201:9201", "/status"]),
         (DEFAULTS, ["Sidecar mode", "galera-health.sidecar", "maintenance on"]),
+        (
+            [CHART / "ci" / "writer-values.yaml"],
+            ["Writes: the LoadBalancer Service", f"{NAME}-writer", ":9200/writer"],
+        ),
     ):
         notes = helm.render(values, chart=chart).one("ConfigMap", "notes")["data"]["notes"]
         for text in expected:
