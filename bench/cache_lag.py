@@ -37,6 +37,7 @@ import db_cost
 from _common import cpu_percent, fmt, median, percentile, proc_sample
 
 from galera_health.testbed import GaleraTestbed, TestbedNode
+from testkit.agent import ServerProcess
 
 FACTS = {
     "desync": ("SET GLOBAL wsrep_desync = ON", "SET GLOBAL wsrep_desync = OFF"),
@@ -91,7 +92,7 @@ class RootSession:
         self.errors.close()
 
 
-def wait_healthy(agent: _common.Server, path: str) -> None:
+def wait_healthy(agent: ServerProcess, path: str) -> None:
     """200 three times in a row: read_only OFF desyncs the node for a moment."""
     streak, deadline = 0, time.monotonic() + 60
     while streak < 3:
@@ -102,7 +103,7 @@ def wait_healthy(agent: _common.Server, path: str) -> None:
 
 
 def lag_rounds(
-    agent: _common.Server,
+    agent: ServerProcess,
     session: RootSession,
     fact: str,
     rounds: int,
@@ -129,7 +130,7 @@ def lag_rounds(
 
 
 def cost(
-    agent: _common.Server, node: TestbedNode, password: str, seconds: float
+    agent: ServerProcess, node: TestbedNode, password: str, seconds: float
 ) -> tuple[float, float, float]:
     """(statements/s, connections/s on the node caused by the agent, agent CPU %), idle."""
     before = proc_sample(agent.pid)

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 import _common
 
 from galera_health.testbed import DEFAULT_PROVIDER_OPTIONS, GaleraTestbed, TestbedNode
+from testkit.agent import ServerProcess
 from testkit.haproxy import Backend, HAProxy, Listener, free_port
 from testkit.workload import Workload, attribute, missing_acks, prepare, wait_logged
 
@@ -252,7 +253,7 @@ def main() -> int:
     options = ";".join(o for o in (DEFAULT_PROVIDER_OPTIONS, args.provider_options) if o)
     print(f"wsrep_provider_options: {options}")
     bed = GaleraTestbed(3, provider_options=options)
-    agents: list[_common.Server] = []
+    agents: list[ServerProcess] = []
     results: dict[str, dict[str, Cell]] = {}
     with tempfile.TemporaryDirectory(prefix="lb-bench-state-") as state_root:
         try:

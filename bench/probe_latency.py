@@ -26,7 +26,7 @@ import json
 import os
 import statistics
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import _common
 from _common import WrkResult, fmt
@@ -73,7 +73,7 @@ def run_state(
 
 
 def interleaved(
-    servers: dict[str, ServerProcess], connections: int, seconds: float, count: int
+    servers: Mapping[str, ServerProcess], connections: int, seconds: float, count: int
 ) -> dict[str, list[WrkResult]]:
     """Short wrk runs against agents that differ only in the state of the node they watch,
     alternated (A B C, C B A, ...) so that the machine's drift hits every state alike: the

@@ -34,7 +34,7 @@ from galera_health.testbed import free_ports
 HAPROXY = "/usr/sbin/haproxy"
 
 # What each check style puts in the `listen` section, and on each `server` line ({agent} is the
-# agent's HTTP port, {agent_check} its agent-check port).
+# agent's HTTP port, {agent_check} its agent-check port, {name} the server's name).
 CHECK_STYLES: dict[str, tuple[str, str]] = {
     # the agent over HTTP, the way the Azure LB asks: GET /health, 200 or not
     "health": (
@@ -52,6 +52,12 @@ CHECK_STYLES: dict[str, tuple[str, str]] = {
     "root": ("option httpchk GET /", "check port {agent}"),
     # HAProxy's agent-check protocol next to a plain TCP check of the MySQL port
     "agent": ("", "check agent-check agent-port {agent_check} agent-inter {inter}"),
+    # the same, with HAProxy's `agent-send` (the server's name and a newline) before each read:
+    # the agent must read and discard it, so that its close is a FIN and not a reset
+    "agent-send": (
+        "",
+        'check agent-check agent-port {agent_check} agent-inter {inter} agent-send "{name}\\n"',
+    ),
     # no agent at all: a TCP connect to the MySQL port (what many Azure set-ups start with)
     "tcp": ("", "check"),
 }
@@ -107,7 +113,10 @@ def render(listeners: Sequence[Listener], inter: str = "1s", check_timeout: str 
             lines.append(f"    {section}")
         for backend in listener.servers:
             options = server_options.format(
-                agent=backend.agent_port, agent_check=backend.agent_check_port, inter=inter
+                agent=backend.agent_port,
+                agent_check=backend.agent_check_port,
+                inter=inter,
+                name=backend.name,
             )
             lines.append(f"    server {backend.name} {backend.host}:{backend.port} {options}")
     return "\n".join(lines) + "\n"
