@@ -179,19 +179,19 @@ class Election:
         path.mkdir(exist_ok=True)
         return path
 
-    def start_agent(self, name: str) -> AgentProcess:
+    def start_agent(self, name: str, extra: tuple[str, ...] = ()) -> AgentProcess:
         node = self.cluster.node(name)
         return AgentProcess(
             [f"{name}={node.address()}"],
             self.user,
             self.password_file,
-            ["--writer", "--state-dir", str(self.state_dir(name))],
+            ["--writer", "--state-dir", str(self.state_dir(name)), *extra],
             drain_seconds=None,  # the default settings, the drain's 11 s included
         )
 
-    def restart_agent(self, name: str) -> None:
+    def restart_agent(self, name: str, extra: tuple[str, ...] = ()) -> None:
         self.agents[name].stop()
-        self.agents[name] = self.start_agent(name)
+        self.agents[name] = self.start_agent(name, extra)
 
     def health(self, name: str) -> int:
         return get_status(self.agents[name].port, "/health")[0]
@@ -379,6 +379,38 @@ def test_writer_killed(election: Election) -> None:
         FAULT_BOUND,
         evicts=True,
     )
+
+
+def test_writer_priority_fails_back_by_a_hand_over(election: Election) -> None:
+    """writer_priority (off by default): a preferred node takes the role from a healthy writer
+    by a hand-over, loses it to maintenance, and takes it back when it returns; never two 200s."""
+    restore(election.cluster)
+    for name in NAMES:
+        election.wait_healthy(name)
+    old = election.sampler.current_writer()
+    preferred = next(n for n in NAMES if n != old)
+    start = time.monotonic()
+    try:
+        election.restart_agent(preferred, ("--writer-priority", "5"))
+        election.sampler.wait(lambda s: s.writers == (preferred,), start, 30)
+        marker = election.state_dir(preferred) / "maintenance"
+        marker.write_text("")
+        away = election.sampler.wait(
+            lambda s: len(s.writers) == 1 and s.writers[0] != preferred, start, 30
+        )
+        marker.unlink()
+        back = election.sampler.wait(lambda s: s.writers == (preferred,), away.at, 30)
+        time.sleep(2.0)
+        found = figures(election.sampler.since(start))
+        print(
+            f"\nwriter priority: {old} -> {preferred} (hand-over), in maintenance -> "
+            f"{away.writers[0]}, back to {preferred} {back.at - away.at:.2f} s after; "
+            f"two writers {found.overlap:.2f} s"
+        )
+        assert found.overlap <= OVERLAP_BOUND, found
+        assert found.writers == [old, preferred, away.writers[0], preferred], found.writers
+    finally:
+        election.restart_agent(preferred)
 
 
 def test_missing_grant_is_one_line_and_health_is_unaffected(cluster: GaleraTestbed) -> None:
