@@ -240,7 +240,11 @@ class EvictionWatch:
                     self.after = time.monotonic() - self.start
             self._stop.wait(0.1)
 
-    def stop(self) -> float | None:
+    def stop(self, grace: float = 1.0) -> float | None:
+        """The eviction time, waiting up to `grace` for it: the new writer may be seen first."""
+        deadline = time.monotonic() + grace
+        while self.after is None and time.monotonic() < deadline:
+            time.sleep(0.05)
         self._stop.set()
         self._thread.join(timeout=15)
         return self.after
@@ -394,17 +398,19 @@ def test_writer_priority_fails_back_by_a_hand_over(election: Election) -> None:
         election.restart_agent(preferred, ("--writer-priority", "5"))
         election.sampler.wait(lambda s: s.writers == (preferred,), start, 30)
         marker = election.state_dir(preferred) / "maintenance"
+        out = time.monotonic()
         marker.write_text("")
         away = election.sampler.wait(
-            lambda s: len(s.writers) == 1 and s.writers[0] != preferred, start, 30
+            lambda s: len(s.writers) == 1 and s.writers[0] != preferred, out, 30
         )
+        returned = time.monotonic()
         marker.unlink()
-        back = election.sampler.wait(lambda s: s.writers == (preferred,), away.at, 30)
+        back = election.sampler.wait(lambda s: s.writers == (preferred,), returned, 30)
         time.sleep(2.0)
         found = figures(election.sampler.since(start))
         print(
             f"\nwriter priority: {old} -> {preferred} (hand-over), in maintenance -> "
-            f"{away.writers[0]}, back to {preferred} {back.at - away.at:.2f} s after; "
+            f"{away.writers[0]}, back to {preferred} {back.at - returned:.2f} s after; "
             f"two writers {found.overlap:.2f} s"
         )
         assert found.overlap <= OVERLAP_BOUND, found
