@@ -10,7 +10,6 @@ wait would delay the next health poll, or poison the connection it needs.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -34,12 +33,13 @@ from .lease import (
     Step,
 )
 from .probe import (
-    BACKOFF_BASE,
     Connector,
+    backoff_delay,
     backoff_kinds,
     classify_error,
     connect_arguments,
     first_line,
+    shutdown_quietly,
 )
 
 SCHEMA = "galera_health"
@@ -278,8 +278,7 @@ class LeaseClient:
             self.discard()
         if failure.kind in backoff_kinds():
             self._failures_in_backoff += 1
-            base = max(self.interval, BACKOFF_BASE)
-            delay = min(self.backoff_max, base * 2**self._failures_in_backoff)
+            delay = backoff_delay(self._failures_in_backoff, self.interval, self.backoff_max)
             self._retry_at = self._clock() + delay
             self._last_failure = replace(failure, detail=f"{failure.detail} (retrying later)")
         return failure
@@ -287,8 +286,6 @@ class LeaseClient:
     def discard(self) -> None:
         """Close without COM_QUIT: a stalled socket must not block the lease job again."""
         connection, self._connection, self._cursor = self._connection, None, None
-        if connection is not None:
-            with contextlib.suppress(Exception):
-                connection.shutdown()
+        shutdown_quietly(connection)
 
     close = discard

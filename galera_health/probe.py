@@ -175,6 +175,19 @@ def classify_error(exc: BaseException, timeouts: Timeouts, connecting: bool) -> 
 BACKOFF_BASE = 1.0
 
 
+def backoff_delay(failures: int, interval: float, backoff_max: float) -> float:
+    """Seconds to wait after the `failures`-th refused login in a row (doubling, capped)."""
+    return min(backoff_max, max(interval, BACKOFF_BASE) * 2.0**failures)
+
+
+def shutdown_quietly(connection: Any) -> None:
+    """Close without COM_QUIT: a poisoned or stalled socket must not block us again; closing a
+    broken socket may fail, and it is gone either way."""
+    if connection is not None:
+        with contextlib.suppress(Exception):
+            connection.shutdown()
+
+
 def backoff_kinds() -> frozenset[str]:
     """Errors where retrying every interval hurts the server or only fills its logs."""
     return frozenset({"access_denied", "too_many_connections", "auth_plugin_unsupported"})
@@ -298,8 +311,7 @@ class NodeProbe:
     def _note_failure(self, error: ProbeError) -> None:
         if error.kind in backoff_kinds():
             self._failures_in_backoff += 1
-            base = max(self.interval, BACKOFF_BASE)
-            delay = min(self.backoff_max, base * 2**self._failures_in_backoff)
+            delay = backoff_delay(self._failures_in_backoff, self.interval, self.backoff_max)
             self._retry_at = self._clock() + delay
             self._last_error = error
         else:
@@ -337,12 +349,9 @@ class NodeProbe:
         return killed, None
 
     def discard(self) -> None:
-        """Close without COM_QUIT: a poisoned or stalled socket must not block us again."""
+        """Close without COM_QUIT (see shutdown_quietly)."""
         connection, self._connection, self._cursor = self._connection, None, None
-        if connection is not None:
-            # closing a broken socket may fail; it is gone either way
-            with contextlib.suppress(Exception):
-                connection.shutdown()
+        shutdown_quietly(connection)
 
     close = discard
 
