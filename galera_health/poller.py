@@ -181,16 +181,16 @@ class LeaseRunner:
         self._usable = health.healthy
         self.running_since = started
         try:
-            state = self._run()
+            state = self._run(health.healthy)
         finally:
             self.running_since = None
         retry_soon = state.role == lease.UNAVAILABLE and state.failure == "timeout"
         self._due = started if retry_soon else started + self.period
         return state
 
-    def _run(self) -> LeaseState:
+    def _run(self, usable: bool) -> LeaseState:
+        """One lease poll, judged with the node's usability run_once read (`usable`)."""
         before = self.state
-        usable = self.store.view(self.name).healthy
         found = self.client.connect()
         if isinstance(found, Failure):
             self._set(lease.failed(before, found))

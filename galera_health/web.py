@@ -377,10 +377,13 @@ def create_app(
     def health() -> Response:
         return text_answer(verdict_answer(store.views()))
 
+    def unknown_node(node: str) -> Response:
+        return text(f"unknown node {node!r}; known: {', '.join(store.nodes)}", 404)
+
     @app.route("/health/<node>", methods=PROBE_METHODS)
     def health_node(node: str) -> Response:
         if node not in store.nodes:
-            return text(f"unknown node {node!r}; known: {', '.join(store.nodes)}", 404)
+            return unknown_node(node)
         return text_answer(verdict_answer([store.view(node)]))
 
     @app.route("/livez", methods=PROBE_METHODS)
@@ -394,7 +397,7 @@ def create_app(
     @app.route("/writer/<node>", methods=PROBE_METHODS)
     def writer_node(node: str) -> Response:
         if node not in store.nodes:
-            return text(f"unknown node {node!r}; known: {', '.join(store.nodes)}", 404)
+            return unknown_node(node)
         return text_answer(writer_node_answer(store.writer_view(node)))
 
     serves_page = surface != "probe"
