@@ -110,10 +110,10 @@ def fail(message: str) -> int:
     return 2
 
 
-def summary(settings: Settings) -> dict[str, Any]:
-    """The part of describe() the start line shows at info: what is watched, as whom, where."""
-    full = describe(settings)
-    return {key: full[key] for key in ("nodes", "user", "password_source", "listen")}
+def summary(config: dict[str, Any]) -> dict[str, Any]:
+    """The part of describe()'s document the start line shows at info: what is watched, as
+    whom, where."""
+    return {key: config[key] for key in ("nodes", "user", "password_source", "listen")}
 
 
 def maintenance_command(args: argparse.Namespace) -> int:
@@ -247,7 +247,7 @@ def serve(settings: Settings, reload_settings: Callable[[], Settings] | None = N
         json.dumps(config, separators=(",", ":")),
         extra={"event": "config", "config": config},
     )
-    short = summary(settings)
+    short = summary(config)
     log.info(
         "serving on http://%s%s; nodes %s; user %s (password from %s); "
         "full config at log_level debug and in /status",
