@@ -50,7 +50,7 @@ class Identity:
 
 @dataclass(frozen=True)
 class Read:
-    """Read the row, waiting until the node has applied everything committed before (sync wait)."""
+    """Read the node's own copy of the row (no sync wait: a stale copy only delays a take-over)."""
 
 
 @dataclass(frozen=True)
@@ -178,9 +178,10 @@ def advance(
     changed = outcome
     if isinstance(step, (Renew, Acquire)):
         if not changed:
-            # Not (or no longer) ours, or someone asked for it: read to learn which.
+            # Not (or no longer) ours, someone asked for it, or another take-over won (maybe our
+            # own earlier one, abandoned at its deadline and committed later): read to learn which.
             lost = replace(state, role=STANDBY, detail="", holding=None, renewed_at=None)
-            return lost, Read() if isinstance(step, Renew) else None
+            return lost, Read()
         epoch = step.epoch if isinstance(step, Renew) else step.row.epoch + 1
         base = state.row if state.row is not None else LeaseRow()
         row = replace(
@@ -239,6 +240,20 @@ def _after_read(
     if me.priority > row.priority and not row.next_holder_id:
         return replace(state, role=STANDBY, detail=""), RequestHandover(row)
     return replace(state, role=STANDBY, detail=""), None
+
+
+def next_poll(state: LeaseState, started: float, period: float, takeover: float) -> float:
+    """When the lease job should poll again, after a poll that started at `started`: a period
+    later; at the next tick after a statement that timed out (replication blocked until Galera
+    evicts a member: the take-over then commits right after the eviction); and no later than
+    the moment a still lease becomes takeable (else the take-over waits up to a period more)."""
+    if state.role == UNAVAILABLE and state.failure == "timeout":
+        return started
+    due = started + period
+    row = state.row
+    if state.holding is None and row is not None and not row.released and state.seen_at is not None:
+        due = min(due, state.seen_at + takeover)
+    return due
 
 
 # --- the answer ----------------------------------------------------------------------------

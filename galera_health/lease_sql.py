@@ -61,9 +61,12 @@ CREATE_TABLE = (
     ") ENGINE=InnoDB COMMENT='galera-health writer lease: one row, written by the agents'"
 )
 CREATE_ROW = f"INSERT IGNORE INTO {TABLE} (id) VALUES (1)"
-# The read must see the latest lease: wsrep_sync_wait for this statement only (a session or
-# global value would make the health poll's status read wait too).
-READ = f"SET STATEMENT wsrep_sync_wait = 1 FOR SELECT {COLUMNS} FROM {TABLE} WHERE id = 1"
+# The node's own copy of the row, without wsrep_sync_wait: a version is applied here only after
+# the statement that wrote it was sent, so a take-over clock started at its first sight is never
+# early, and a decision made on a stale copy is refused by certification. A causal read would
+# instead wait out a stalled cluster and see a renewal made just before the stall only after the
+# eviction, restarting the clock then (docs/architecture.md, "One writer").
+READ = f"SELECT {COLUMNS} FROM {TABLE} WHERE id = 1"
 NOBODY_NEXT = "next_holder = '', next_holder_id = '', next_priority = 0"
 RENEW = (
     f"UPDATE {TABLE} SET counter = counter + 1 "

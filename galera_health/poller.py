@@ -132,13 +132,23 @@ class NodePoller:
             )
 
 
+def _outcome_text(outcome: lease.Outcome) -> str:
+    if isinstance(outcome, Failure):
+        return outcome.kind
+    if isinstance(outcome, lease.LeaseRow):
+        return f"{outcome.holder or '-'} at {outcome.epoch}.{outcome.counter}"
+    return "changed" if outcome else "unchanged"
+
+
 class LeaseRunner:
     """One node's part in the writer election (--writer): a job of its own, over a connection
     of its own, so a lease statement waiting on replication never delays the health poll
     (docs/architecture.md, "One writer"). Each poll: lease.start -> run the step -> lease.advance
     -> ... (at most MAX_STEPS statements), publishing the state after each step."""
 
-    MAX_STEPS = 3
+    # Read, a take-over that lost, Read again to learn who won, and the renewal that proves it
+    # when the winner was our own take-over abandoned at its deadline and committed later.
+    MAX_STEPS = 4
 
     def __init__(
         self,
@@ -164,9 +174,8 @@ class LeaseRunner:
         self._usable: bool | None = None
 
     def run_once(self) -> LeaseState:
-        """Called every tick; polls the lease once per period. After a statement that timed
-        out (replication blocked until Galera evicts a member) it polls again at the next tick
-        instead of a period later: the take-over then commits right after the eviction."""
+        """Called every tick; polls the lease when lease.next_poll says it is due, or at once
+        when its node's usability changed."""
         if self.retired:
             self.client.close()
             return self.state
@@ -184,8 +193,7 @@ class LeaseRunner:
             state = self._run(health.healthy)
         finally:
             self.running_since = None
-        retry_soon = state.role == lease.UNAVAILABLE and state.failure == "timeout"
-        self._due = started if retry_soon else started + self.period
+        self._due = lease.next_poll(state, started, self.period, self.takeover)
         return state
 
     def _run(self, usable: bool) -> LeaseState:
@@ -203,8 +211,17 @@ class LeaseRunner:
                 break
             started = self._clock()
             outcome = self.client.run(step)
+            answered = self._clock()
+            log.debug(
+                "%s: lease %s -> %s in %.3f s",
+                self.name,
+                type(step).__name__,
+                _outcome_text(outcome),
+                answered - started,
+                extra={"node": self.name, "event": "lease_step"},
+            )
             state, step = lease.advance(
-                self.state, step, outcome, me, usable, self.takeover, started, self._clock()
+                self.state, step, outcome, me, usable, self.takeover, started, answered
             )
             self._set(state)
         self._log(before)

@@ -119,9 +119,9 @@ def test_a_committed_take_over_makes_a_writer_from_the_start_of_its_statement() 
     assert answer(state, True, "n2: synced", 103.2, VALIDITY) == (True, "writer (epoch 5)")
 
 
-def test_a_lost_take_over_is_standby() -> None:
+def test_a_lost_take_over_is_standby_and_reads_who_won() -> None:
     state, step = advance(seen(HELD, 100.0), Acquire(HELD), False, ME, True, TAKEOVER, 103, 103.1)
-    assert (state.role, state.holding, step) == (STANDBY, None, None)
+    assert (state.role, state.holding, step) == (STANDBY, None, Read())
 
 
 def test_a_committed_renewal_extends_the_role() -> None:
