@@ -16,6 +16,7 @@ index rendered objects and the agent's KEYS directly, and never skip for a missi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -169,12 +170,34 @@ def render_for_test(helm: Helm, port: int, cluster: GaleraTestbed, *sets: str) -
     )
 
 
+# The drain tests check the mechanism (the rendered preStop and drain_seconds are honoured), not
+# the reference durations (15 s; their sizing is test_chart.py's): short ones save ~20 s a run.
+SHORT_DRAIN = ("agent.drainSeconds=4", "drain.preStopSleepSeconds=4")
+
+
 @pytest.fixture
 def rendered_agent(
     helm: Helm, synced_cluster: GaleraTestbed, tmp_path: Path
 ) -> Iterator[tuple[Rendered, ConfigAgent, Path]]:
+    with running_rendered(helm, synced_cluster, tmp_path) as found:
+        yield found
+
+
+@pytest.fixture
+def short_drain_agent(
+    helm: Helm, synced_cluster: GaleraTestbed, tmp_path: Path
+) -> Iterator[tuple[Rendered, ConfigAgent, Path]]:
+    with running_rendered(helm, synced_cluster, tmp_path, *SHORT_DRAIN) as found:
+        yield found
+
+
+@contextlib.contextmanager
+def running_rendered(
+    helm: Helm, synced_cluster: GaleraTestbed, tmp_path: Path, *sets: str
+) -> Iterator[tuple[Rendered, ConfigAgent, Path]]:
+    """The agent as the chart renders it (with `sets`), run on this machine."""
     port = free_ports(1)[0]
-    rendered = render_for_test(helm, port, synced_cluster)
+    rendered = render_for_test(helm, port, synced_cluster, *sets)
     state_dir = tmp_path / "state"
     state_dir.mkdir()
     path = publish(tmp_path / "config", localized_toml(rendered, port, synced_cluster, state_dir))
@@ -219,9 +242,9 @@ def test_rendered_probes_ask_the_agent_200_healthy_503_after_a_fault(
 
 
 def test_rendered_prestop_drain_takes_the_node_out_then_clears(
-    rendered_agent: tuple[Rendered, ConfigAgent, Path],
+    short_drain_agent: tuple[Rendered, ConfigAgent, Path],
 ) -> None:
-    rendered, agent, state_dir = rendered_agent
+    rendered, agent, state_dir = short_drain_agent
     probes = [p for p in probes_of(rendered) if p.path != "/livez"]
     agent.wait_for(lambda a: a.status == 200, probes[0].path, timeout=20)
     pod_dir = rendered.agent_config()["state_dir"]
@@ -251,9 +274,9 @@ def test_rendered_prestop_drain_takes_the_node_out_then_clears(
 
 
 def test_sigterm_drains_with_503_for_drain_seconds_then_exits_0(
-    rendered_agent: tuple[Rendered, ConfigAgent, Path],
+    short_drain_agent: tuple[Rendered, ConfigAgent, Path],
 ) -> None:
-    rendered, agent, _ = rendered_agent
+    rendered, agent, _ = short_drain_agent
     probes = [p for p in probes_of(rendered) if p.path != "/livez"]
     drain_seconds = float(rendered.agent_config()["drain_seconds"])
     agent.wait_for(lambda a: a.status == 200, probes[0].path, timeout=20)

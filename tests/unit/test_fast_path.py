@@ -83,7 +83,7 @@ def answer(
     return response.status, sorted(response.headers.items()), response.get_data()
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=250, deadline=None)
 @given(
     method=st.sampled_from(METHODS),
     path=st.sampled_from(PATHS) | st.text(min_size=0, max_size=12).map(lambda t: "/" + t),
