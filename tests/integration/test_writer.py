@@ -25,12 +25,11 @@ import pytest
 from galera_health.testbed import GaleraTestbed, TestbedError
 from testkit.agent import AgentProcess
 
+from .conftest import WRITER_GRANT as GRANT
 from .conftest import restore
 
 pytestmark = pytest.mark.galera
 
-USER = "gh_writer"
-GRANT = "CREATE, SELECT, INSERT, UPDATE ON galera_health.*"
 SAMPLE_EVERY = 0.1
 MAINTENANCE_BOUND = 3.0
 FAULT_BOUND = 6.0
@@ -145,20 +144,6 @@ def figures(samples: list[Sample], until: float | None = None) -> Figures:
                 writers.append(sample.writers[0])
             last = sample.writers[0]
     return Figures(round(overlap, 2), round(gap, 2), moves, writers)
-
-
-@pytest.fixture(scope="module")
-def writer_account(cluster: GaleraTestbed) -> Iterator[tuple[str, str]]:
-    """An account with the lease's grant, beside the USAGE-only monitor account."""
-    password = cluster.monitor_password
-    cluster.node("n1").sql(
-        " ".join(
-            f"CREATE USER IF NOT EXISTS '{USER}'@'{host}' IDENTIFIED BY '{password}'; "
-            f"GRANT {GRANT} TO '{USER}'@'{host}';"
-            for host in ("127.0.0.1", "localhost")
-        )
-    )
-    yield USER, cluster.password_file
 
 
 class Election:
