@@ -22,6 +22,7 @@ import _common
 from _common import fmt
 
 from galera_health.config import load_settings
+from galera_health.lease_sql import GRANT
 from galera_health.testbed import GaleraTestbed, TestbedNode
 
 COUNTERS = ("wsrep_replicated", "Com_update", "Com_select", "Com_insert", "Connections")
@@ -73,15 +74,7 @@ def main() -> int:
     args = parser.parse_args()
     print(_common.machine_line())
     with GaleraTestbed(3) as bed:
-        password = bed.monitor_password
-        bed.nodes[0].sql(
-            " ".join(
-                f"CREATE USER IF NOT EXISTS '{USER}'@'{host}' IDENTIFIED BY '{password}'; "
-                f"GRANT CREATE, SELECT, INSERT, UPDATE ON galera_health.* TO '{USER}'@'{host}';"
-                for host in ("127.0.0.1", "localhost")
-            )
-        )
-        time.sleep(1.0)
+        bed.create_account(USER, GRANT)
         health = window(bed, [], args.window)
         writer = window(bed, ["--writer"], args.window)
     rows = [

@@ -43,13 +43,13 @@ from dataclasses import dataclass
 import _common
 import mysql.connector
 
+from galera_health.lease_sql import GRANT
 from galera_health.testbed import GaleraTestbed
 from testkit.agent import ServerProcess
 from testkit.haproxy import Backend, HAProxy, Listener, free_port
 
 CLIENT = ("hot_bench", "hot-bench-pw-5e1")
 AGENT_USER = "gh_writer"
-GRANT = "CREATE, SELECT, INSERT, UPDATE ON galera_health.*"
 FAULTS = ["maintenance", "drain", "agent_killed", "freeze", "kill9"]
 
 
@@ -144,14 +144,9 @@ def main() -> int:
     print(_common.machine_line())
     with GaleraTestbed(3) as bed:
         n1 = bed.nodes[0]
-        password = bed.monitor_password
+        bed.create_account(AGENT_USER, GRANT)
         n1.sql(
-            " ".join(
-                f"CREATE USER IF NOT EXISTS '{AGENT_USER}'@'{host}' IDENTIFIED BY '{password}'; "
-                f"GRANT {GRANT} TO '{AGENT_USER}'@'{host}';"
-                for host in ("127.0.0.1", "localhost")
-            )
-            + f" CREATE USER IF NOT EXISTS '{CLIENT[0]}'@'127.0.0.1' IDENTIFIED BY '{CLIENT[1]}';"
+            f"CREATE USER IF NOT EXISTS '{CLIENT[0]}'@'127.0.0.1' IDENTIFIED BY '{CLIENT[1]}';"
             f" GRANT ALL ON hot.* TO '{CLIENT[0]}'@'127.0.0.1';"
             " CREATE DATABASE IF NOT EXISTS hot;"
             " CREATE TABLE IF NOT EXISTS hot.rows (id INT PRIMARY KEY, v BIGINT NOT NULL);"

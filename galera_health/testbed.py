@@ -619,7 +619,7 @@ class GaleraTestbed:
             self._start_joiners(rest, deadline)
             for node in self.nodes:
                 node.wait_synced(timeout=self._left(deadline))
-            self._create_monitor_user(deadline)
+            self.create_account(self.monitor_user, timeout=self._left(deadline))
         except BaseException:
             self._stop_nodes()
             raise
@@ -786,16 +786,21 @@ class GaleraTestbed:
         ]
         return "\n".join(lines)
 
-    def _create_monitor_user(self, deadline: float) -> None:
-        user = _sql_string(self.monitor_user)
+    def create_account(self, user: str, grant: str = "", timeout: float = 30) -> None:
+        """An account with the monitor's password (so the password file serves it too), on the
+        test bed's host and localhost, with `grant` (e.g. "SELECT ON db.*") if given; returns when
+        every node has it. The monitor account itself has no grant (USAGE suffices for /health)."""
+        deadline = time.monotonic() + timeout
         password = _sql_string(self.monitor_password)
-        statements = " ".join(
-            f"CREATE USER IF NOT EXISTS {user}@{_sql_string(host)} IDENTIFIED BY {password};"
-            for host in (self.host, "localhost")
-        )
-        self.nodes[0].sql(statements, timeout=min(30.0, self._left(deadline)))
+        statements = []
+        for host in (self.host, "localhost"):
+            account = f"{_sql_string(user)}@{_sql_string(host)}"
+            statements.append(f"CREATE USER IF NOT EXISTS {account} IDENTIFIED BY {password};")
+            if grant:
+                statements.append(f"GRANT {grant} TO {account};")
+        self.nodes[0].sql(" ".join(statements), timeout=min(30.0, self._left(deadline)))
         # DDL replicates in total order; wait until every node has applied it.
-        check = f"SELECT COUNT(*) FROM mysql.global_priv WHERE User={user}"
+        check = f"SELECT COUNT(*) FROM mysql.global_priv WHERE User={_sql_string(user)}"
         for node in self.nodes:
             while True:
                 rows = node.sql(check, timeout=min(10.0, self._left(deadline)))
