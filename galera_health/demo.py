@@ -20,9 +20,19 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
+from .lease_sql import GRANT
 from .testbed import GaleraTestbed, TestbedError, TestbedNode, free_ports, missing_requirements
 
 RESTART_AFTER = 15.0
+# The per-node agents elect a writer (/writer), which needs the lease's grant; the monitor
+# account keeps USAGE only, as the README sets it up for /health.
+WRITER_USER = "health_writer"
+
+
+def writer_account(testbed: GaleraTestbed) -> str:
+    """The account the per-node agents use: the monitor's password, the lease's grant."""
+    testbed.create_account(WRITER_USER, GRANT)
+    return WRITER_USER
 
 
 def agent_ports(first: int, count: int) -> list[int]:
@@ -39,24 +49,23 @@ def agent_ports(first: int, count: int) -> list[int]:
     return wanted
 
 
-def start_agent(node: TestbedNode, testbed: GaleraTestbed, port: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "galera_health",
-            "serve",
-            "--node",
-            f"{node.name}={node.address()}",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--user",
-            testbed.monitor_user,
-            "--password-file",
-            testbed.password_file,
-        ],
-        start_new_session=True,  # Ctrl-C reaches us; we stop the agents in order
-    )
+def agent_command(node: TestbedNode, testbed: GaleraTestbed, port: int, user: str) -> list[str]:
+    """One node's agent, taking part in the writer election (`user` has the lease's grant)."""
+    return [
+        sys.executable,
+        "-m",
+        "galera_health",
+        "serve",
+        "--node",
+        f"{node.name}={node.address()}",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--user",
+        user,
+        "--password-file",
+        testbed.password_file,
+        "--writer",
+    ]
 
 
 # ---------------------------------------------------------------- faults by node name
@@ -249,7 +258,7 @@ def print_guide(testbed: GaleraTestbed, ports: list[int], all_port: int) -> None
     print("\nA 3-node MariaDB Galera cluster is running, with an agent in front of each node.\n")
     for node, port in zip(testbed.nodes, ports, strict=True):
         print(f"  {node.name}: MySQL {node.address()} (socket {node.socket})")
-        print(f"      http://127.0.0.1:{port}/health   /readyz   /livez   /status   /metrics")
+        print(f"      http://127.0.0.1:{port}/health  /writer  /readyz  /livez  /status  /metrics")
     print(f"  all nodes: http://127.0.0.1:{all_port}/health  (200 only when every node is usable)")
     print(f"             http://127.0.0.1:{all_port}/status")
     print(f"  status page (open in a browser): http://127.0.0.1:{all_port}/")
@@ -267,6 +276,13 @@ def print_guide(testbed: GaleraTestbed, ports: list[int], all_port: int) -> None
         command = f"galera-health demo fault {first} {node.name}"
         print(f"  {command:36} undo: {second:9} {FAULTS[first][0]}")
     print("  (`galera-health` is .venv/bin/galera-health in this checkout)")
+    writers = " ".join(f"127.0.0.1:{port}/writer" for port in ports)
+    print(
+        "\nOne node at a time answers 200 on /writer (the others 503, naming it); its own page"
+        "\n(/ on its port) marks it WRITER. Freeze, split or stop that node: the role moves within"
+        "\na few seconds, and stays where it went when the node comes back:"
+    )
+    print(f"  for u in {writers}; do curl -s -w ' %{{http_code}}\\n' $u; done")
     print("\nCtrl-C stops the agents and the cluster and removes its files.\n", flush=True)
 
 
@@ -291,8 +307,12 @@ def run_demo(size: int = 3, first_port: int = 9200) -> int:
         testbed.start()
         print(f"Cluster Synced after {time.monotonic() - started:.0f} s.", flush=True)
         ports = agent_ports(first_port, size + 1)
+        user = writer_account(testbed)
         for node, port in zip(testbed.nodes, ports, strict=False):
-            agents.append(start_agent(node, testbed, port))
+            # own session: Ctrl-C reaches us alone, and we stop the agents in order
+            agents.append(
+                subprocess.Popen(agent_command(node, testbed, port, user), start_new_session=True)
+            )
         agents.append(all_nodes_agent(testbed, ports[-1]))
         pages = zip(testbed.nodes, ports[:-1], strict=True)
         control = DemoControl(

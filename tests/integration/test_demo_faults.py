@@ -3,14 +3,16 @@ for the demo's own): faults by node name, still right after the node restarted w
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from galera_health import demo as demo_module
 from galera_health.demo import STATE_FILE, DemoControl
-from galera_health.testbed import GaleraTestbed
-from testkit.agent import run_cli
+from galera_health.testbed import GaleraTestbed, free_ports
+from testkit.agent import ServerProcess, run_cli
 
 pytestmark = pytest.mark.galera
 
@@ -81,3 +83,42 @@ def test_mistakes_are_one_line_and_exit_2(demo: dict[str, str], tmp_path: Path) 
         "galera-health demo: no demo running (no live /nope/demo.json); start one with"
         " ./scripts/demo\n"
     )
+
+
+def test_demo_agents_elect_one_writer(
+    synced_cluster: GaleraTestbed, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The demo's agents, as the demo starts them (its account, its command line), elect one
+    writer; the others name it; the guide says where to look."""
+    user = demo_module.writer_account(synced_cluster)
+    ports = free_ports(len(synced_cluster.nodes))
+    # a short drain: the stop releases the lease at once and does not wait out 11 s
+    short_drain = ["--drain-seconds", "0.2"]
+    agents = [
+        ServerProcess(
+            [*demo_module.agent_command(node, synced_cluster, port, user), *short_drain],
+            port,
+            name=f"demo-{node.name}",
+        )
+        for node, port in zip(synced_cluster.nodes, ports, strict=True)
+    ]
+    try:
+        deadline = time.monotonic() + 45
+        while True:
+            answers = {a.name.removeprefix("demo-"): a.get("/writer") for a in agents}
+            writers = [name for name, answer in answers.items() if answer.status == 200]
+            if len(writers) == 1 and all(
+                answer.status == 503 and f"standby (writer: {writers[0]})" in answer.body
+                for name, answer in answers.items()
+                if name != writers[0]
+            ):
+                break
+            assert time.monotonic() < deadline, f"no single writer within 45 s: {answers}"
+            time.sleep(0.2)
+    finally:
+        for agent in agents:
+            agent.stop()
+
+    demo_module.print_guide(synced_cluster, ports, free_ports(1)[0])
+    guide = capsys.readouterr().out
+    assert all(f"127.0.0.1:{port}/writer" in guide for port in ports), guide
