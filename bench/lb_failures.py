@@ -159,7 +159,7 @@ def one_round(
 ) -> None:
     whole(bed)
     lb.wait_all_up(timeout=120)
-    logged_before = max((s.counter for s in lb.sessions()), default=-1)
+    first_counter = lb.next_counter()
     targets = {listener.name: ("127.0.0.1", listener.port) for listener in lb.listeners}
     load = Workload(targets, *CLIENT, period=args.period).start()
     inject, restore, hold = fault_actions(name, node, lb, state_dir)
@@ -177,7 +177,10 @@ def one_round(
     finally:
         outcomes = load.stop()
     sessions = wait_logged(
-        outcomes, lambda: [s for s in lb.sessions() if s.counter > logged_before], timeout=60
+        outcomes,
+        lambda: [s for s in lb.sessions() if s.counter >= first_counter],
+        timeout=60,
+        dropped=lb.dropped_logs,
     )
     outcomes = attribute(outcomes, sessions)
     for other in bed.nodes:

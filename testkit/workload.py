@@ -242,9 +242,13 @@ def attribute(outcomes: Sequence[Outcome], sessions: Iterable[Session]) -> list[
 
 
 def wait_logged(
-    outcomes: Sequence[Outcome], sessions: Callable[[], list[Session]], timeout: float = 30.0
+    outcomes: Sequence[Outcome],
+    sessions: Callable[[], list[Session]],
+    timeout: float = 30.0,
+    dropped: Callable[[], int] | None = None,
 ) -> list[Session]:
-    """HAProxy logs a session when it ends: wait until every transaction's session is there."""
+    """HAProxy logs a session when it ends: wait until every transaction's session is there.
+    `dropped` (HAProxy.dropped_logs) tells a lost log line from a session still open."""
     wanted: dict[str, int] = {}
     for outcome in outcomes:
         wanted[outcome.target] = wanted.get(outcome.target, 0) + 1
@@ -257,7 +261,10 @@ def wait_logged(
         if all(counts.get(target, 0) >= n for target, n in wanted.items()):
             return logged
         if time.monotonic() > deadline:
-            raise WorkloadError(f"HAProxy logged {counts} sessions, the workload made {wanted}")
+            lost = "" if dropped is None else f"; HAProxy dropped {dropped()} log lines"
+            raise WorkloadError(
+                f"HAProxy logged {counts} sessions, the workload made {wanted}{lost}"
+            )
         time.sleep(0.1)
 
 

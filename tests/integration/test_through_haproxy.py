@@ -51,11 +51,12 @@ class Bed:
     agents: dict[str, AgentProcess]
     state_dirs: dict[str, Path]
     lb: HAProxy
-    started: float = 0.0  # when the current workload started (epoch)
+    first_counter: int = 0  # HAProxy's session counter when the current workload started
 
     def workload(self) -> Workload:
-        """A new workload; HAProxy's sessions from then on are its own."""
-        self.started = time.time()
+        """A new workload; HAProxy's sessions from then on are its own (by HAProxy's session
+        counter: its logged accept time is in whole ms and can read a little early)."""
+        self.first_counter = self.lb.next_counter()
         targets = {listener.name: ("127.0.0.1", listener.port) for listener in self.lb.listeners}
         return Workload(targets, *CLIENT).start()
 
@@ -136,8 +137,8 @@ def finish(bed: Bed, load: Workload) -> list[Outcome]:
         outcomes,
         wait_logged(
             outcomes,
-            # (accept times are logged in whole ms)
-            lambda: [s for s in bed.lb.sessions() if s.accepted > bed.started - 0.001],
+            lambda: [s for s in bed.lb.sessions() if s.counter >= bed.first_counter],
+            dropped=bed.lb.dropped_logs,
         ),
     )
     print(summary(outcomes))
