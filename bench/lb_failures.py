@@ -176,12 +176,7 @@ def one_round(
         time.sleep(args.settle)
     finally:
         outcomes = load.stop()
-    sessions = wait_logged(
-        outcomes,
-        lambda: [s for s in lb.sessions() if s.counter >= first_counter],
-        timeout=60,
-        dropped=lb.dropped_logs,
-    )
+    sessions = wait_logged(outcomes, lb, first_counter, timeout=60)
     outcomes = attribute(outcomes, sessions)
     for other in bed.nodes:
         missing = missing_acks(outcomes, load.run, other.sql)

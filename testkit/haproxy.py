@@ -395,8 +395,9 @@ class HAProxy:
                         )
             self._watch_stop.wait(self._watch_every)
 
-    def sessions(self) -> list[Session]:
-        """Every client session logged so far (HAProxy logs a session when it ends)."""
+    def sessions(self, since: int = 0) -> list[Session]:
+        """Every client session logged so far (HAProxy logs a session when it ends), from the
+        one numbered `since` (a `next_counter()` read before them) on."""
         found = []
         with open(self.log_path, encoding="utf-8", errors="replace") as handle:
             for line in handle:
@@ -415,7 +416,10 @@ class HAProxy:
                         termination=parts[8],
                     )
                 )
-        return sorted(found, key=lambda session: session.counter)
+        return sorted(
+            (session for session in found if session.counter >= since),
+            key=lambda session: session.counter,
+        )
 
     def output(self) -> str:
         """HAProxy's own lines (warnings, server state changes), without the session lines."""

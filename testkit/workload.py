@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import mysql.connector
 
-from testkit.haproxy import Session
+from testkit.haproxy import HAProxy, Session
 
 DATABASE = "lb_workload"
 TABLE = f"{DATABASE}.acks"
@@ -242,28 +242,26 @@ def attribute(outcomes: Sequence[Outcome], sessions: Iterable[Session]) -> list[
 
 
 def wait_logged(
-    outcomes: Sequence[Outcome],
-    sessions: Callable[[], list[Session]],
-    timeout: float = 30.0,
-    dropped: Callable[[], int] | None = None,
+    outcomes: Sequence[Outcome], lb: HAProxy, since: int, timeout: float = 30.0
 ) -> list[Session]:
-    """HAProxy logs a session when it ends: wait until every transaction's session is there.
-    `dropped` (HAProxy.dropped_logs) tells a lost log line from a session still open."""
+    """HAProxy logs a session when it ends: wait until every transaction's session is there
+    (the workload's sessions are those from `since`, `lb.next_counter()` read before it began).
+    A shortfall names HAProxy's dropped log lines, to tell a lost line from a session still open."""
     wanted: dict[str, int] = {}
     for outcome in outcomes:
         wanted[outcome.target] = wanted.get(outcome.target, 0) + 1
     deadline = time.monotonic() + timeout
     while True:
-        logged = sessions()
+        logged = lb.sessions(since)
         counts: dict[str, int] = {}
         for session in logged:
             counts[session.listener] = counts.get(session.listener, 0) + 1
         if all(counts.get(target, 0) >= n for target, n in wanted.items()):
             return logged
         if time.monotonic() > deadline:
-            lost = "" if dropped is None else f"; HAProxy dropped {dropped()} log lines"
             raise WorkloadError(
-                f"HAProxy logged {counts} sessions, the workload made {wanted}{lost}"
+                f"HAProxy logged {counts} sessions, the workload made {wanted}; HAProxy dropped"
+                f" {lb.dropped_logs()} log lines"
             )
         time.sleep(0.1)
 

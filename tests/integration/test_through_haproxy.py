@@ -135,11 +135,7 @@ def finish(bed: Bed, load: Workload) -> list[Outcome]:
     outcomes = load.stop()
     outcomes = attribute(
         outcomes,
-        wait_logged(
-            outcomes,
-            lambda: [s for s in bed.lb.sessions() if s.counter >= bed.first_counter],
-            dropped=bed.lb.dropped_logs,
-        ),
+        wait_logged(outcomes, bed.lb, bed.first_counter),
     )
     print(summary(outcomes))
     for node in bed.cluster.nodes:
