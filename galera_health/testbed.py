@@ -659,10 +659,10 @@ class GaleraTestbed:
     # -------------------------------------------------------------- helpers
 
     @staticmethod
-    def _left(deadline: float) -> float:
+    def _left(deadline: float, what: str = "test bed start") -> float:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise TestbedError("test bed start timed out")
+            raise TestbedError(f"{what} timed out")
         return remaining
 
     def _stop_nodes(self) -> None:
@@ -791,6 +791,7 @@ class GaleraTestbed:
         test bed's host and localhost, with `grant` (e.g. "SELECT ON db.*") if given; returns when
         every node has it. The monitor account itself has no grant (USAGE suffices for /health)."""
         deadline = time.monotonic() + timeout
+        what = f"creating the account {user}"
         password = _sql_string(self.monitor_password)
         statements = []
         for host in (self.host, "localhost"):
@@ -798,12 +799,12 @@ class GaleraTestbed:
             statements.append(f"CREATE USER IF NOT EXISTS {account} IDENTIFIED BY {password};")
             if grant:
                 statements.append(f"GRANT {grant} TO {account};")
-        self.nodes[0].sql(" ".join(statements), timeout=min(30.0, self._left(deadline)))
+        self.nodes[0].sql(" ".join(statements), timeout=min(30.0, self._left(deadline, what)))
         # DDL replicates in total order; wait until every node has applied it.
         check = f"SELECT COUNT(*) FROM mysql.global_priv WHERE User={_sql_string(user)}"
         for node in self.nodes:
             while True:
-                rows = node.sql(check, timeout=min(10.0, self._left(deadline)))
+                rows = node.sql(check, timeout=min(10.0, self._left(deadline, what)))
                 if rows and rows[0] and int(rows[0][0]) >= 2:
                     break
                 time.sleep(POLL_INTERVAL)
