@@ -406,7 +406,7 @@ def test_named_templates_render_from_a_parent_chart(helm: Helm, tmp_path: Path) 
     shutil.copytree(CHART, parent / "charts" / "galera-health")
     (parent / "Chart.yaml").write_text(
         "apiVersion: v2\nname: my-galera\nversion: 1.0.0\n"
-        "dependencies:\n  - name: galera-health\n    version: 0.1.0\n"
+        "dependencies:\n  - name: galera-health\n    version: 0.2.0\n"
     )
     (parent / "values.yaml").write_text(
         "galera-health:\n  auth:\n    password: x\n"
@@ -432,7 +432,7 @@ def test_named_templates_render_from_a_parent_chart(helm: Helm, tmp_path: Path) 
 # The include needs the galera-health subchart's context: its values, chart and release.
 PARENT_STATEFULSET = """\
 {{- $gh := dict "Values" (index .Values "galera-health") "Release" .Release
-      "Chart" (dict "Name" "galera-health" "Version" "0.1.0" "AppVersion" "0.1.0") -}}
+      "Chart" (dict "Name" "galera-health" "Version" "0.2.0" "AppVersion" "0.2.0") -}}
 apiVersion: apps/v1
 kind: StatefulSet
 metadata:
