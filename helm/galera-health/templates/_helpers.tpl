@@ -100,8 +100,9 @@ Cross-field checks the JSON schema cannot express; each stops rendering with one
 {{- if and .Values.service.enabled (eq .Values.service.type "LoadBalancer") (not .Values.service.internal) (not .Values.service.loadBalancerSourceRanges) (not .Values.service.publicWithoutSourceRanges) -}}
 {{- fail "service.internal=false with no service.loadBalancerSourceRanges opens the MySQL port to the Internet: set loadBalancerSourceRanges, or service.publicWithoutSourceRanges=true if that is what you want" -}}
 {{- end -}}
-{{- if and .Values.networkPolicy.enabled (not .Values.networkPolicy.mysqlFrom) (not .Values.networkPolicy.mysqlFromAnywhere) -}}
-{{- fail "networkPolicy.mysqlFrom is empty: name the MySQL clients' sources, or set networkPolicy.mysqlFromAnywhere=true to admit every source" -}}
+{{- $np := .Values.networkPolicy -}}
+{{- if and $np.enabled (not $np.mysqlFromReleaseNamespace) (not $np.mysqlFrom) (not $np.mysqlFromPrivateRanges) (not $np.mysqlFromAnywhere) -}}
+{{- fail "networkPolicy admits no MySQL client: set networkPolicy.mysqlFrom (your application namespaces or subnets), networkPolicy.mysqlFromReleaseNamespace=true, or networkPolicy.mysqlFromAnywhere=true to admit every source" -}}
 {{- end -}}
 {{- if and $a.killSessions (ge (float64 $a.killSessionsAfter) (float64 .Values.drain.preStopSleepSeconds)) -}}
 {{- fail (printf "agent.killSessionsAfter (%v) must be below drain.preStopSleepSeconds (%v): sessions are killed while the preStop still waits, before mariadbd's SIGTERM" $a.killSessionsAfter .Values.drain.preStopSleepSeconds) -}}
