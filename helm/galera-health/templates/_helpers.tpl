@@ -126,10 +126,33 @@ Cross-field checks the JSON schema cannot express; each stops rendering with one
 {{- if lt (int $r.terminationGracePeriodSeconds) (add (int .Values.drain.preStopSleepSeconds) 30) -}}
 {{- fail (printf "referenceStatefulSet.terminationGracePeriodSeconds (%d) must be at least drain.preStopSleepSeconds + 30 (%d): a clean Galera shutdown needs time after the drain" (int $r.terminationGracePeriodSeconds) (add (int .Values.drain.preStopSleepSeconds) 30)) -}}
 {{- end -}}
+{{- $agentResources := .Values.agent.resources -}}
+{{- if not (and $agentResources.requests $agentResources.limits (eq (toString $agentResources.requests.cpu) (toString $agentResources.limits.cpu)) (eq (toString $agentResources.requests.memory) (toString $agentResources.limits.memory))) -}}
+{{- fail "agent.resources: requests must equal limits (cpu and memory) with the reference StatefulSet, or the Galera pod is not Guaranteed and is evicted first under node pressure" -}}
+{{- end -}}
 {{- if ge (int $r.bootstrapOrdinal) (int $r.replicas) -}}
 {{- fail (printf "referenceStatefulSet.bootstrapOrdinal (%d) must be below replicas (%d)" (int $r.bootstrapOrdinal) (int $r.replicas)) -}}
 {{- end -}}
 {{- end -}}
+{{- end -}}
+
+{{/* The reference database's memory (referenceStatefulSet.resources.memory: <n>Mi or <n>Gi) in
+     MiB. */}}
+{{- define "galera-health.memoryMiB" -}}
+{{- $m := toString .Values.referenceStatefulSet.resources.memory -}}
+{{- if hasSuffix "Gi" $m -}}
+{{- mul (atoi (trimSuffix "Gi" $m)) 1024 -}}
+{{- else -}}
+{{- atoi (trimSuffix "Mi" $m) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* innodb_buffer_pool_size in MiB: innodbBufferPoolPercent of the memory, rounded down to whole
+     128 MiB chunks (InnoDB's default innodb_buffer_pool_chunk_size), at least one chunk. */}}
+{{- define "galera-health.bufferPoolMiB" -}}
+{{- $mib := atoi (include "galera-health.memoryMiB" .) -}}
+{{- $pool := div (mul $mib (int .Values.referenceStatefulSet.innodbBufferPoolPercent)) 100 -}}
+{{- max 128 (mul (div $pool 128) 128) -}}
 {{- end -}}
 
 {{/* available_when_donor: null = true with the reference StatefulSet (its SST is mariabackup,
