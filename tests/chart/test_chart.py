@@ -507,6 +507,24 @@ def test_notes_render_with_verification_steps(helm: Helm, tmp_path: Path) -> Non
         notes = helm.render(values, chart=chart).one("ConfigMap", "notes")["data"]["notes"]
         for text in expected:
             assert text in notes, notes
+    # the expected Azure probes, read and /writer, name what the Services' annotations say
+    writer = [CHART / "ci" / "writer-values.yaml"]
+    notes = helm.render(writer, chart=chart).one("ConfigMap", "notes")["data"]["notes"]
+    rendered = helm.render(writer)
+    for name in (NAME, f"{NAME}-writer"):
+        annotations = rendered.one("Service", name)["metadata"]["annotations"]
+
+        def annotation(what: str, annotations: dict[str, str] = annotations) -> str:
+            return annotations[ANNOTATION.format(port=3306, what=what)]
+
+        expected_probe = (
+            f"# expect {'a second probe: ' if name.endswith('-writer') else ''}"
+            f"Protocol Http, Port {annotation('port')}, RequestPath {annotation('request-path')}, "
+            f"IntervalInSeconds {annotation('interval')}, "
+            f"ProbeThreshold {annotation('num-of-probe')}"
+        )
+        assert expected_probe in notes, notes
+    assert notes.count("az network lb probe list -g <MC_resource_group> --lb-name") == 2
 
 
 def test_start_script_is_valid_bash(helm: Helm, tmp_path: Path) -> None:
