@@ -175,15 +175,38 @@ Cross-field checks the JSON schema cannot express; each stops rendering with one
 {{- end -}}
 {{- end -}}
 
-{{/* The Azure probe's nodePort: service.azureProbe.nodePort, or one derived from the namespace
-     and release in 30000-30085, the band Kubernetes (>= 1.29; opt-in since 1.27) keeps for
-     static nodePorts, so that two releases do not collide on a fixed number. */}}
+{{/* The Azure probe's nodePort, first of:
+     1. service.azureProbe.nodePort, when set (a deliberate change);
+     2. the nodePort of the probe Service this release already has in the cluster (helm lookup):
+        an upgrade keeps the port the Azure LB probes, whatever an earlier chart version chose
+        (0.1.0 fixed 30920), so no backend probes down until the LB is reconfigured;
+     3. a number derived from the namespace and release in 30000-30085, the band Kubernetes
+        (>= 1.29; opt-in since 1.27) keeps for static nodePorts, so two releases do not collide.
+     `helm template` and `helm install/upgrade --dry-run` (client side) reach no cluster: lookup
+     returns nothing there and they print the derived number (or the value set); `helm upgrade`
+     and `helm template --dry-run=server` see the existing Service. */}}
 {{- define "galera-health.probeNodePort" -}}
-{{- $p := .Values.service.azureProbe -}}
-{{- if kindIs "invalid" $p.nodePort -}}
-{{- add 30000 (mod (atoi (adler32sum (printf "%s/%s" .Release.Namespace (include "galera-health.fullname" .)))) 86) -}}
-{{- else -}}
+{{- $name := printf "%s-probe" (include "galera-health.fullname" .) -}}
+{{- $existing := lookup "v1" "Service" .Release.Namespace $name -}}
+{{- include "galera-health.probeNodePortFrom" (dict "root" . "existing" $existing) -}}
+{{- end -}}
+
+{{/* The choice above, given the existing probe Service (an empty dict when there is none). */}}
+{{- define "galera-health.probeNodePortFrom" -}}
+{{- $root := .root -}}
+{{- $p := $root.Values.service.azureProbe -}}
+{{- $kept := 0 -}}
+{{- range (dig "spec" "ports" (list) (default (dict) .existing)) -}}
+{{- if and (eq (toString (get . "name")) "galera-health") (get . "nodePort") -}}
+{{- $kept = int (get . "nodePort") -}}
+{{- end -}}
+{{- end -}}
+{{- if not (kindIs "invalid" $p.nodePort) -}}
 {{- $p.nodePort -}}
+{{- else if $kept -}}
+{{- $kept -}}
+{{- else -}}
+{{- add 30000 (mod (atoi (adler32sum (printf "%s/%s" $root.Release.Namespace (include "galera-health.fullname" $root)))) 86) -}}
 {{- end -}}
 {{- end -}}
 
