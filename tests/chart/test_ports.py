@@ -22,7 +22,7 @@ STATUS_PATTERNS = [
     re.compile(r"status_listen.*?`[\w.]*:(\d+)`"),
     re.compile(r"agent\.status\.port[=:` ]+(\d+)"),
     re.compile(r"\bport\s*:\s*(\d+)\s*#.*status", re.IGNORECASE),
-    re.compile(r"https?://[\w.<>-]+:(\d+)/(?:status|metrics)\b"),
+    re.compile(r"(?:https?://)?[\w.<>-]+:(\d+)/(?:status|metrics)\b"),
     re.compile(r"\b(\d{4}):\1\b.*status", re.IGNORECASE),
     re.compile(r"gh-status, containerPort: (\d+)"),
 ]
