@@ -200,3 +200,12 @@ def test_both_pages_and_the_provider_are_cited() -> None:
     values = (CHART / "values.yaml").read_text()
     assert "a non-200 answer marks it down at once" not in values
     assert "probeThreshold" in values and "Two readings" in values
+
+
+def test_values_comment_figures(r: Rendering) -> None:
+    values = (CHART / "values.yaml").read_text()
+    comment = values.split("numberOfProbes:", 1)[0].rsplit("intervalSeconds:", 1)[1]
+    comment = " ".join(line.strip(" #-") for line in comment.splitlines())
+    rest_out, older_out = r.stall + r.azure_out(True), r.stall + r.azure_out(False)
+    assert f"= {rest_out:g} s, back in <= {r.azure_in(True):g} s" in comment, comment
+    assert f"({older_out:g} s, <= {r.azure_in(False):g} s)" in comment, comment
