@@ -1,8 +1,12 @@
 # syntax=docker/dockerfile:1
 # galera-health agent image: a wheel built in a builder stage, installed alone into python:slim.
-# Build:  docker build -t galera-health:0.1.0 .
+# No image is published: build it from a checkout and push it to a registry your nodes pull
+# from (the chart's image.repository), e.g.
+# Build:  docker build -t galera-health:0.2.0 .
+#         docker tag galera-health:0.2.0 myregistry.azurecr.io/galera-health:0.2.0
+#         docker push myregistry.azurecr.io/galera-health:0.2.0
 # Run:    docker run -p 9200:9200 -v /etc/galera-health:/etc/galera-health:ro \
-#           galera-health:0.1.0 --config /etc/galera-health/agent.toml
+#           galera-health:0.2.0 --config /etc/galera-health/agent.toml
 # The install steps (pip wheel; pip install --no-index --find-links) are the ones
 # tests/chart/test_packaging.py runs.
 
@@ -19,7 +23,7 @@ COPY galera_health ./galera_health
 RUN pip wheel --wheel-dir /wheels .
 
 FROM python:${PYTHON_VERSION}-slim
-ARG VERSION=0.1.0
+ARG VERSION=0.2.0
 LABEL org.opencontainers.image.title="galera-health" \
       org.opencontainers.image.description="HTTP health agent for MariaDB Galera nodes" \
       org.opencontainers.image.version="${VERSION}" \

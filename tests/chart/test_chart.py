@@ -18,7 +18,7 @@ import pytest
 
 from galera_health.config import raw_from_toml
 
-from .helm import CHART, CI_VALUES, RELEASE, Helm, Rendered
+from .helm import CHART, CI_VALUES, NAMESPACE, RELEASE, Helm, Rendered
 
 # Chart.yaml says kubeVersion >=1.25; 1.37 is the newest kubernetes-validate knows.
 KUBE_VERSIONS = ["1.25.0", "1.37.0"]
@@ -27,6 +27,9 @@ DEFAULTS = [CHART / "ci" / "default-values.yaml"]
 REFERENCE = [CHART / "ci" / "reference-statefulset-values.yaml"]
 AZURE_PROBE_SOURCE = "168.63.129.16/32"
 ANNOTATION = "service.beta.kubernetes.io/port_{port}_health-probe_{what}"
+RELEASE_NAMESPACE_PEER = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}}
+}
 
 
 def ci_id(path: Path) -> str:
@@ -295,7 +298,10 @@ def test_probes_and_azure_annotations_name_the_agent_port(helm: Helm, port: int)
     db, agent = by_name["mariadb"], by_name["galera-health"]
     for probe in (db["readinessProbe"], db["startupProbe"], agent["livenessProbe"]):
         assert probe["httpGet"]["port"] == port
-    assert agent["ports"] == [{"name": "galera-health", "containerPort": port, "protocol": "TCP"}]
+    assert agent["ports"] == [
+        {"name": "galera-health", "containerPort": port, "protocol": "TCP"},
+        {"name": "gh-status", "containerPort": 9202, "protocol": "TCP"},
+    ]
 
     lb = rendered.one("Service", NAME)
     assert lb["spec"]["type"] == "LoadBalancer"
@@ -349,10 +355,9 @@ def test_network_policy_admits_probe_source_and_keeps_galera_working(helm: Helm)
     assert {"ipBlock": {"cidr": AZURE_PROBE_SOURCE}} in agent_rule["from"]
     assert {"podSelector": {"matchLabels": selector}} in agent_rule["from"]
     mysql_rule = next(r for r in rules if {"port": 3306, "protocol": "TCP"} in r["ports"])
-    # never "from everyone" by default: NetworkPolicies add up, so that would widen others
-    assert mysql_rule["from"] == [
-        {"ipBlock": {"cidr": cidr}} for cidr in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
-    ]
+    # never "from everyone" by default (NetworkPolicies add up, so that would widen others), nor
+    # the private ranges (on AKS every pod and the whole VNet): the release's namespace only
+    assert mysql_rule["from"] == [RELEASE_NAMESPACE_PEER]
     peer_rule = next(r for r in rules if {"port": 4567, "protocol": "TCP"} in r["ports"])
     assert [p["port"] for p in peer_rule["ports"]] == [4567, 4568, 4444]
     assert peer_rule["from"] == [{"podSelector": {"matchLabels": selector}}]
@@ -360,11 +365,18 @@ def test_network_policy_admits_probe_source_and_keeps_galera_working(helm: Helm)
 
 def test_network_policy_node_cidrs_and_metrics_peers(helm: Helm) -> None:
     rendered = helm.render([CHART / "ci" / "existing-secret-servicemonitor-values.yaml"])
-    agent_rule = rendered.one("NetworkPolicy")["spec"]["ingress"][0]
+    agent_rule, status_rule = rendered.one("NetworkPolicy")["spec"]["ingress"][:2]
     assert {"ipBlock": {"cidr": "10.224.0.0/16"}} in agent_rule["from"]
-    assert {
+    monitoring = {
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
-    } in agent_rule["from"]
+    }
+    # the scrapers reach the status port only, never the probe port
+    assert monitoring not in agent_rule["from"]
+    assert status_rule == {"ports": [{"port": 9202, "protocol": "TCP"}], "from": [monitoring]}
+    shared = helm.render(
+        [CHART / "ci" / "existing-secret-servicemonitor-values.yaml"], ["agent.status.port=null"]
+    )
+    assert monitoring in shared.one("NetworkPolicy")["spec"]["ingress"][0]["from"]
 
 
 def test_service_monitor_only_when_enabled(helm: Helm) -> None:
@@ -406,7 +418,7 @@ def test_named_templates_render_from_a_parent_chart(helm: Helm, tmp_path: Path) 
     shutil.copytree(CHART, parent / "charts" / "galera-health")
     (parent / "Chart.yaml").write_text(
         "apiVersion: v2\nname: my-galera\nversion: 1.0.0\n"
-        "dependencies:\n  - name: galera-health\n    version: 0.1.0\n"
+        "dependencies:\n  - name: galera-health\n    version: 0.2.0\n"
     )
     (parent / "values.yaml").write_text(
         "galera-health:\n  auth:\n    password: x\n"
@@ -432,7 +444,7 @@ def test_named_templates_render_from_a_parent_chart(helm: Helm, tmp_path: Path) 
 # The include needs the galera-health subchart's context: its values, chart and release.
 PARENT_STATEFULSET = """\
 {{- $gh := dict "Values" (index .Values "galera-health") "Release" .Release
-      "Chart" (dict "Name" "galera-health" "Version" "0.1.0" "AppVersion" "0.1.0") -}}
+      "Chart" (dict "Name" "galera-health" "Version" "0.2.0" "AppVersion" "0.2.0") -}}
 apiVersion: apps/v1
 kind: StatefulSet
 metadata:
@@ -485,7 +497,7 @@ def test_notes_render_with_verification_steps(helm: Helm, tmp_path: Path) -> Non
                 "logs <galera-pod> -c galera-health",
             ],
         ),
-        (STATUS, ["Authorization: Bearer", "9201:9201", "/status"]),
+        (STATUS, ["Authorization: Bearer", "9202:9202", "/status"]),
         (DEFAULTS, ["Sidecar mode", "galera-health.sidecar", "maintenance on"]),
         (
             [CHART / "ci" / "writer-values.yaml"],
@@ -495,6 +507,24 @@ def test_notes_render_with_verification_steps(helm: Helm, tmp_path: Path) -> Non
         notes = helm.render(values, chart=chart).one("ConfigMap", "notes")["data"]["notes"]
         for text in expected:
             assert text in notes, notes
+    # the expected Azure probes, read and /writer, name what the Services' annotations say
+    writer = [CHART / "ci" / "writer-values.yaml"]
+    notes = helm.render(writer, chart=chart).one("ConfigMap", "notes")["data"]["notes"]
+    rendered = helm.render(writer)
+    for name in (NAME, f"{NAME}-writer"):
+        annotations = rendered.one("Service", name)["metadata"]["annotations"]
+
+        def annotation(what: str, annotations: dict[str, str] = annotations) -> str:
+            return annotations[ANNOTATION.format(port=3306, what=what)]
+
+        expected_probe = (
+            f"# expect {'a second probe: ' if name.endswith('-writer') else ''}"
+            f"Protocol Http, Port {annotation('port')}, RequestPath {annotation('request-path')}, "
+            f"IntervalInSeconds {annotation('interval')}, "
+            f"ProbeThreshold {annotation('num-of-probe')}"
+        )
+        assert expected_probe in notes, notes
+    assert notes.count("az network lb probe list -g <MC_resource_group> --lb-name") == 2
 
 
 def test_start_script_is_valid_bash(helm: Helm, tmp_path: Path) -> None:
@@ -577,15 +607,17 @@ def test_public_lb_without_source_ranges_is_a_conscious_choice(helm: Helm) -> No
 
 
 def test_mysql_from_anywhere_only_when_asked(helm: Helm) -> None:
-    error = helm.failure(DEFAULTS, ["networkPolicy.mysqlFrom=null"])
-    assert "networkPolicy.mysqlFrom is empty" in error
+    error = helm.failure(
+        DEFAULTS, ["networkPolicy.mysqlFrom=null", "networkPolicy.mysqlFromReleaseNamespace=false"]
+    )
+    assert "networkPolicy admits no MySQL client" in error
     rendered = helm.render(DEFAULTS, ["networkPolicy.mysqlFromAnywhere=true"])
     rules = rendered.one("NetworkPolicy")["spec"]["ingress"]
     mysql_rule = next(r for r in rules if {"port": 3306, "protocol": "TCP"} in r["ports"])
     assert "from" not in mysql_rule
     narrow = helm.render(STATUS).one("NetworkPolicy")["spec"]["ingress"]
     mysql_rule = next(r for r in narrow if {"port": 3306, "protocol": "TCP"} in r["ports"])
-    assert mysql_rule["from"] == [{"ipBlock": {"cidr": "10.240.8.0/22"}}]
+    assert mysql_rule["from"] == [RELEASE_NAMESPACE_PEER, {"ipBlock": {"cidr": "10.240.8.0/22"}}]
 
 
 def test_lb_annotations_idle_timeout_frontend_ip_subnet(helm: Helm) -> None:
@@ -611,7 +643,7 @@ def test_agent_values_reach_the_agent_config(helm: Helm) -> None:
         "available_when_donor": True,
         "kill_sessions": True,
         "kill_sessions_after": 8,
-        "status_listen": "0.0.0.0:9201",
+        "status_listen": "0.0.0.0:9202",
         "status_token_file": "/etc/galera-health/secret/status-token",
     }
     for key, value in expected.items():
@@ -624,18 +656,20 @@ def test_agent_values_reach_the_agent_config(helm: Helm) -> None:
     assert explicit["available_when_donor"] is False
     sst = helm.render(REFERENCE).one("ConfigMap", f"{NAME}-galera")["data"]["galera.cnf"]
     assert "wsrep_sst_method = mariabackup" in sst  # what the reference's true relies on
-    assert "status_listen" not in helm.render(DEFAULTS).agent_config()
+    assert helm.render(DEFAULTS).agent_config()["status_listen"] == "0.0.0.0:9202"
+    opted_out = helm.render(DEFAULTS, ["agent.status.port=null"]).agent_config()
+    assert "status_listen" not in opted_out
 
 
 def test_status_port_and_token_wiring(helm: Helm) -> None:
     rendered = helm.render(STATUS)
     secret = rendered.one("Secret")
     assert set(secret["data"]) == {"password", "status-token"}
-    # the probe nodePort reaches only the probe port; /status and /metrics sit on 9201
+    # the probe nodePort reaches only the probe port; /status and /metrics sit on 9202
     probe = rendered.one("Service", f"{NAME}-probe")
     assert [p["targetPort"] for p in probe["spec"]["ports"]] == [9200]
     agent_service = rendered.one("Service", f"{NAME}-agent")
-    assert [p["targetPort"] for p in agent_service["spec"]["ports"]] == [9201]
+    assert [p["targetPort"] for p in agent_service["spec"]["ports"]] == [9202]
     monitor = rendered.one("ServiceMonitor")
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["port"] == agent_service["spec"]["ports"][0]["name"]
@@ -644,7 +678,7 @@ def test_status_port_and_token_wiring(helm: Helm) -> None:
         "credentials": {"name": secret["metadata"]["name"], "key": "status-token"},
     }
     rules = rendered.one("NetworkPolicy")["spec"]["ingress"]
-    status_rule = next(r for r in rules if {"port": 9201, "protocol": "TCP"} in r["ports"])
+    status_rule = next(r for r in rules if {"port": 9202, "protocol": "TCP"} in r["ports"])
     assert status_rule["from"] == [
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
     ]

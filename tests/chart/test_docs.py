@@ -1,7 +1,7 @@
 """docs/kubernetes.md and docs/azure-load-balancer.md against the chart they describe.
 
-The fault-to-LB-removal budget is recomputed from the chart's defaults; the YAML snippets parse,
-and the Bitnami sidecar snippet is a valid Kubernetes container.
+The YAML snippets parse and the Bitnami sidecar snippet is a valid Kubernetes container; the
+Azure LB budgets, under both readings of the probe threshold, are test_azure_probe.py's.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ KUBERNETES_DOC = REPO / "docs" / "kubernetes.md"
 AZURE_DOC = REPO / "docs" / "azure-load-balancer.md"
 ENDPOINT_PROPAGATION = 2  # kubelet -> API server -> EndpointSlice -> kube-proxy, budgeted
 MAINTENANCE_PICKUP = 0.5  # the agent sees a maintenance file within about 0.5 s
-LIMIT = 15
 
 
 def defaults() -> dict[str, Any]:
@@ -28,41 +27,6 @@ def defaults() -> dict[str, Any]:
 
 def yaml_blocks(text: str) -> list[str]:
     return re.findall(r"```yaml\n(.*?)```", text, re.DOTALL)
-
-
-def budget() -> dict[str, float]:
-    values = defaults()
-    agent, readiness = values["agent"], values["probes"]["readiness"]
-    azure = values["service"]["azureProbe"]
-    stall = agent["interval"] + max(agent["connectTimeout"], agent["readTimeout"])
-    kubelet = readiness["periodSeconds"] * readiness["failureThreshold"]
-    return {
-        "default": stall + azure["intervalSeconds"],
-        "default_pessimistic": stall + azure["intervalSeconds"] * azure["numberOfProbes"],
-        "kube_proxy": stall + kubelet + ENDPOINT_PROPAGATION + azure["intervalSeconds"],
-        "in_cluster": stall + kubelet + ENDPOINT_PROPAGATION,
-    }
-
-
-def test_fault_to_lb_removal_stays_under_15_seconds() -> None:
-    figures = budget()
-    assert figures["default"] <= LIMIT
-    assert figures["default_pessimistic"] <= LIMIT
-    assert figures["kube_proxy"] <= LIMIT
-
-
-def test_documented_budget_matches_the_defaults() -> None:
-    figures = budget()
-    text = KUBERNETES_DOC.read_text()
-    row = next(line for line in text.splitlines() if line.startswith("| **worst case, stall**"))
-    assert f"**{figures['default']:g} s**" in row
-    assert f"**{figures['kube_proxy']:g} s**" in row
-    assert f"**{figures['in_cluster']:g} s**" in row
-    pessimistic = next(
-        line for line in text.splitlines() if "counted against `num-of-probe`" in line
-    )
-    assert f"| {figures['default_pessimistic']:g} s |" in pessimistic
-    assert f"**{figures['default']:g} s**" in AZURE_DOC.read_text()
 
 
 def test_prestop_sleep_covers_every_lb_window() -> None:

@@ -17,6 +17,8 @@ index rendered objects and the agent's KEYS directly, and never skip for a missi
 from __future__ import annotations
 
 import contextlib
+import http.client
+import json
 import os
 import re
 import shutil
@@ -98,8 +100,9 @@ def localize(toml: str, replacements: dict[str, str]) -> str:
 class ConfigAgent(AgentProcess):
     """The agent started only with `serve --config FILE` (no flags), as the sidecar runs it."""
 
-    def __init__(self, config: Path, port: int) -> None:
+    def __init__(self, config: Path, port: int, status_port: int) -> None:
         self.port = port
+        self.status_port = status_port
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the agent
             prefix="galera-health-chart-agent-", suffix=".log", delete=False
         )
@@ -114,6 +117,20 @@ class ConfigAgent(AgentProcess):
         )
         self.wait_for(lambda a: a.status in (200, 503), "/livez", timeout=15)
 
+    def status(self) -> dict[str, Any]:
+        """/status answers on the status listener (the chart's agent.status.port), never on the
+        probe port the nodePort exposes."""
+        assert self.get("/status").status == 404, "/status must not be on the probe port"
+        connection = http.client.HTTPConnection("127.0.0.1", self.status_port, timeout=5)
+        try:
+            connection.request("GET", "/status")
+            response = connection.getresponse()
+            assert response.status == 200, response.status
+            document: dict[str, Any] = json.loads(response.read())
+        finally:
+            connection.close()
+        return document
+
 
 @pytest.fixture
 def helm() -> Helm:
@@ -126,22 +143,27 @@ def test_the_settings_these_tests_rely_on_exist() -> None:
         assert key in KEYS, f"the chart renders {key}, which the agent no longer knows"
 
 
-def localized_toml(rendered: Rendered, port: int, cluster: GaleraTestbed, state_dir: Path) -> str:
+def localized_toml(
+    rendered: Rendered, ports: tuple[int, int], cluster: GaleraTestbed, state_dir: Path
+) -> str:
     """The rendered agent.toml with only what differs between a pod and this machine changed."""
     config: dict[str, Any] = rendered.agent_config()
     (node_name,) = config["nodes"]
+    port, status_port = ports
     toml = localize(
         rendered.agent_toml(),
         {
             "listen": f'"127.0.0.1:{port}"',
+            "status_listen": f'"127.0.0.1:{status_port}"',
             "password_file": f'"{cluster.password_file}"',
             "state_dir": f'"{state_dir}"',
             node_name: f'"{cluster.node("n1").socket}"',
         },
     )
     assert config["listen"] == f"0.0.0.0:{port}"
+    assert config["status_listen"] == "0.0.0.0:9202"  # the chart's default: off the probe port
     changed = set(rendered.agent_toml().splitlines()) ^ set(toml.splitlines())
-    assert len(changed) == 8, changed  # 4 lines out, 4 in; every other line as rendered
+    assert len(changed) == 10, changed  # 5 lines out, 5 in; every other line as rendered
     return toml
 
 
@@ -196,12 +218,12 @@ def running_rendered(
     helm: Helm, synced_cluster: GaleraTestbed, tmp_path: Path, *sets: str
 ) -> Iterator[tuple[Rendered, ConfigAgent, Path]]:
     """The agent as the chart renders it (with `sets`), run on this machine."""
-    port = free_ports(1)[0]
+    port, status_port = free_ports(2)
     rendered = render_for_test(helm, port, synced_cluster, *sets)
     state_dir = tmp_path / "state"
     state_dir.mkdir()
-    path = publish(tmp_path / "config", localized_toml(rendered, port, synced_cluster, state_dir))
-    agent = ConfigAgent(path, port)
+    toml = localized_toml(rendered, (port, status_port), synced_cluster, state_dir)
+    agent = ConfigAgent(publish(tmp_path / "config", toml), port, status_port)
     try:
         yield rendered, agent, state_dir
     finally:
@@ -308,7 +330,8 @@ def test_changed_values_reach_the_running_agent_through_the_directory_mount(
     agent.wait_for(lambda a: a.status == 200, "/health", timeout=20)
     assert policy_of(agent)["available_when_donor"] is True
     upgraded = render_for_test(helm, agent.port, synced_cluster, "agent.availableWhenDonor=false")
-    publish(tmp_path / "config", localized_toml(upgraded, agent.port, synced_cluster, state_dir))
+    ports = (agent.port, agent.status_port)
+    publish(tmp_path / "config", localized_toml(upgraded, ports, synced_cluster, state_dir))
     deadline = time.monotonic() + 20
     while policy_of(agent)["available_when_donor"] is not False:
         assert time.monotonic() < deadline, agent.output()

@@ -100,8 +100,9 @@ Cross-field checks the JSON schema cannot express; each stops rendering with one
 {{- if and .Values.service.enabled (eq .Values.service.type "LoadBalancer") (not .Values.service.internal) (not .Values.service.loadBalancerSourceRanges) (not .Values.service.publicWithoutSourceRanges) -}}
 {{- fail "service.internal=false with no service.loadBalancerSourceRanges opens the MySQL port to the Internet: set loadBalancerSourceRanges, or service.publicWithoutSourceRanges=true if that is what you want" -}}
 {{- end -}}
-{{- if and .Values.networkPolicy.enabled (not .Values.networkPolicy.mysqlFrom) (not .Values.networkPolicy.mysqlFromAnywhere) -}}
-{{- fail "networkPolicy.mysqlFrom is empty: name the MySQL clients' sources, or set networkPolicy.mysqlFromAnywhere=true to admit every source" -}}
+{{- $np := .Values.networkPolicy -}}
+{{- if and $np.enabled (not $np.mysqlFromReleaseNamespace) (not $np.mysqlFrom) (not $np.mysqlFromPrivateRanges) (not $np.mysqlFromAnywhere) -}}
+{{- fail "networkPolicy admits no MySQL client: set networkPolicy.mysqlFrom (your application namespaces or subnets), networkPolicy.mysqlFromReleaseNamespace=true, or networkPolicy.mysqlFromAnywhere=true to admit every source" -}}
 {{- end -}}
 {{- if and $a.killSessions (ge (float64 $a.killSessionsAfter) (float64 .Values.drain.preStopSleepSeconds)) -}}
 {{- fail (printf "agent.killSessionsAfter (%v) must be below drain.preStopSleepSeconds (%v): sessions are killed while the preStop still waits, before mariadbd's SIGTERM" $a.killSessionsAfter .Values.drain.preStopSleepSeconds) -}}
@@ -125,10 +126,33 @@ Cross-field checks the JSON schema cannot express; each stops rendering with one
 {{- if lt (int $r.terminationGracePeriodSeconds) (add (int .Values.drain.preStopSleepSeconds) 30) -}}
 {{- fail (printf "referenceStatefulSet.terminationGracePeriodSeconds (%d) must be at least drain.preStopSleepSeconds + 30 (%d): a clean Galera shutdown needs time after the drain" (int $r.terminationGracePeriodSeconds) (add (int .Values.drain.preStopSleepSeconds) 30)) -}}
 {{- end -}}
+{{- $agentResources := .Values.agent.resources -}}
+{{- if not (and $agentResources.requests $agentResources.limits (eq (toString $agentResources.requests.cpu) (toString $agentResources.limits.cpu)) (eq (toString $agentResources.requests.memory) (toString $agentResources.limits.memory))) -}}
+{{- fail "agent.resources: requests must equal limits (cpu and memory) with the reference StatefulSet, or the Galera pod is not Guaranteed and is evicted first under node pressure" -}}
+{{- end -}}
 {{- if ge (int $r.bootstrapOrdinal) (int $r.replicas) -}}
 {{- fail (printf "referenceStatefulSet.bootstrapOrdinal (%d) must be below replicas (%d)" (int $r.bootstrapOrdinal) (int $r.replicas)) -}}
 {{- end -}}
 {{- end -}}
+{{- end -}}
+
+{{/* The reference database's memory (referenceStatefulSet.resources.memory: <n>Mi or <n>Gi) in
+     MiB. */}}
+{{- define "galera-health.memoryMiB" -}}
+{{- $m := toString .Values.referenceStatefulSet.resources.memory -}}
+{{- if hasSuffix "Gi" $m -}}
+{{- mul (atoi (trimSuffix "Gi" $m)) 1024 -}}
+{{- else -}}
+{{- atoi (trimSuffix "Mi" $m) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* innodb_buffer_pool_size in MiB: innodbBufferPoolPercent of the memory, rounded down to whole
+     128 MiB chunks (InnoDB's default innodb_buffer_pool_chunk_size), at least one chunk. */}}
+{{- define "galera-health.bufferPoolMiB" -}}
+{{- $mib := atoi (include "galera-health.memoryMiB" .) -}}
+{{- $pool := div (mul $mib (int .Values.referenceStatefulSet.innodbBufferPoolPercent)) 100 -}}
+{{- max 128 (mul (div $pool 128) 128) -}}
 {{- end -}}
 
 {{/* available_when_donor: null = true with the reference StatefulSet (its SST is mariabackup,
@@ -151,15 +175,38 @@ Cross-field checks the JSON schema cannot express; each stops rendering with one
 {{- end -}}
 {{- end -}}
 
-{{/* The Azure probe's nodePort: service.azureProbe.nodePort, or one derived from the namespace
-     and release in 30000-30085, the band Kubernetes (>= 1.29; opt-in since 1.27) keeps for
-     static nodePorts, so that two releases do not collide on a fixed number. */}}
+{{/* The Azure probe's nodePort, first of:
+     1. service.azureProbe.nodePort, when set (a deliberate change);
+     2. the nodePort of the probe Service this release already has in the cluster (helm lookup):
+        an upgrade keeps the port the Azure LB probes, whatever an earlier chart version chose
+        (0.1.0 fixed 30920), so no backend probes down until the LB is reconfigured;
+     3. a number derived from the namespace and release in 30000-30085, the band Kubernetes
+        (>= 1.29; opt-in since 1.27) keeps for static nodePorts, so two releases do not collide.
+     `helm template` and `helm install/upgrade --dry-run` (client side) reach no cluster: lookup
+     returns nothing there and they print the derived number (or the value set); `helm upgrade`
+     and `helm template --dry-run=server` see the existing Service. */}}
 {{- define "galera-health.probeNodePort" -}}
-{{- $p := .Values.service.azureProbe -}}
-{{- if kindIs "invalid" $p.nodePort -}}
-{{- add 30000 (mod (atoi (adler32sum (printf "%s/%s" .Release.Namespace (include "galera-health.fullname" .)))) 86) -}}
-{{- else -}}
+{{- $name := printf "%s-probe" (include "galera-health.fullname" .) -}}
+{{- $existing := lookup "v1" "Service" .Release.Namespace $name -}}
+{{- include "galera-health.probeNodePortFrom" (dict "root" . "existing" $existing) -}}
+{{- end -}}
+
+{{/* The choice above, given the existing probe Service (an empty dict when there is none). */}}
+{{- define "galera-health.probeNodePortFrom" -}}
+{{- $root := .root -}}
+{{- $p := $root.Values.service.azureProbe -}}
+{{- $kept := 0 -}}
+{{- range (dig "spec" "ports" (list) (default (dict) .existing)) -}}
+{{- if and (eq (toString (get . "name")) "galera-health") (get . "nodePort") -}}
+{{- $kept = int (get . "nodePort") -}}
+{{- end -}}
+{{- end -}}
+{{- if not (kindIs "invalid" $p.nodePort) -}}
 {{- $p.nodePort -}}
+{{- else if $kept -}}
+{{- $kept -}}
+{{- else -}}
+{{- add 30000 (mod (atoi (adler32sum (printf "%s/%s" $root.Release.Namespace (include "galera-health.fullname" $root)))) 86) -}}
 {{- end -}}
 {{- end -}}
 
