@@ -91,6 +91,9 @@ class Listener:
     style: str  # a key of CHECK_STYLES
     port: int
     servers: Sequence[Backend]
+    # appended to each `server` line: its own check timing (`fall 2 rise 2 fastinter 250ms`)
+    # overrides the `default-server` line, so listeners with different timings share one HAProxy
+    server_options: str = ""
 
 
 def render(listeners: Sequence[Listener], inter: str = "1s", check_timeout: str = "1s") -> str:
@@ -121,6 +124,8 @@ def render(listeners: Sequence[Listener], inter: str = "1s", check_timeout: str 
                 inter=inter,
                 name=backend.name,
             )
+            if listener.server_options:
+                options = f"{options} {listener.server_options}"
             lines.append(f"    server {backend.name} {backend.host}:{backend.port} {options}")
     return "\n".join(lines) + "\n"
 
