@@ -28,6 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 import _common
 
@@ -35,7 +36,7 @@ from galera_health import maintenance
 from galera_health.testbed import GaleraTestbed
 from testkit.agent import AgentProcess
 from testkit.fault_servers import SwitchProxy
-from testkit.haproxy import Backend, HAProxy, Listener, Transition, free_port
+from testkit.haproxy import Backend, HAProxy, Listener, ServerState, Transition, free_port
 
 # listener -> its server options (they override the harness's `default-server` line)
 TIMINGS = {
@@ -49,6 +50,13 @@ TIMINGS = {
 def routed(status: str) -> bool:
     """HAProxy still sends new sessions to "UP" and "UP 1/2" (going down), not to "DOWN 1/2"."""
     return status.startswith("UP")
+
+
+def out_everywhere(server: str) -> Callable[[dict[tuple[str, str], ServerState]], bool]:
+    def done(states: dict[tuple[str, str], ServerState]) -> bool:
+        return all(not routed(states[(timing, server)].status) for timing in TIMINGS)
+
+    return done
 
 
 def first_after(
@@ -139,23 +147,25 @@ def main() -> int:
                 print("haproxy sections:\n" + lb.sections)
                 lb.wait_all_up(timeout=30)
                 for turn in range(args.rounds):
-                    node = servers[turn % len(servers)]
+                    server = servers[turn % len(servers)]
                     time.sleep(random.uniform(1.0, 2.0))  # a random phase of the checks
                     since = time.monotonic()
-                    maintenance.switch(state_dir, node, True, "bench")
+                    maintenance.switch(state_dir, server, True, "bench")
                     lb.wait(
-                        lambda s, n=node: all(not routed(s[(t, n)].status) for t in TIMINGS),
+                        out_everywhere(server),
                         timeout=20,
-                        what=f"{node} out everywhere",
+                        what=f"{server} out everywhere",
                     )
                     back_since = time.monotonic()
-                    maintenance.switch(state_dir, node, False, "")
+                    maintenance.switch(state_dir, server, False, "")
                     lb.wait_all_up(timeout=20)
                     time.sleep(0.2)  # the watcher has the last change
                     seen = lb.transitions()
                     for name in TIMINGS:
-                        detection[name][0].append(first_after(seen, since, name, node, True))
-                        detection[name][1].append(first_after(seen, back_since, name, node, False))
+                        detection[name][0].append(first_after(seen, since, name, server, True))
+                        detection[name][1].append(
+                            first_after(seen, back_since, name, server, False)
+                        )
                 for _ in range(args.blips):
                     time.sleep(random.uniform(2.0, 3.0))
                     since = time.monotonic()

@@ -91,9 +91,13 @@ def whole(bed: GaleraTestbed, timeout: float = 180.0) -> None:
         time.sleep(0.25)
 
 
-def run_cli(*args: str) -> None:
+def run_cli(*args: str, env: dict[str, str] | None = None) -> None:
     done = subprocess.run(
-        [_common.PYTHON, "-m", "galera_health", *args], capture_output=True, text=True, timeout=30
+        [_common.PYTHON, "-m", "galera_health", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=None if env is None else {**os.environ, **env},
     )
     if done.returncode != 0:
         raise RuntimeError(f"galera-health {' '.join(args)}: {done.stderr.strip()}")
@@ -111,8 +115,10 @@ def fault_actions(
         node.start()
         node.wait_synced(timeout=180)
 
+    watched = {"GALERA_HEALTH_NODES": f"{node.name}={node.address()}"}  # what its agent watches
+
     def planned() -> None:
-        run_cli("maintenance", "on", "--node", node.name, "--state-dir", state_dir)
+        run_cli("maintenance", "on", "--node", node.name, "--state-dir", state_dir, env=watched)
         lb.wait_routed(node.name, False, timeout=15, listeners=["lb_agent", "lb_agent_check"])
         lb.wait(
             lambda s: (
@@ -125,7 +131,7 @@ def fault_actions(
         node.stop()
         node.start()
         node.wait_synced(timeout=180)
-        run_cli("maintenance", "off", "--node", node.name, "--state-dir", state_dir)
+        run_cli("maintenance", "off", "--node", node.name, "--state-dir", state_dir, env=watched)
 
     actions: dict[str, tuple[Callable[[], None], Callable[[], None], bool]] = {
         "stop": (node.stop, restart, True),

@@ -195,6 +195,7 @@ def test_planned_restart_by_the_runbook_fails_no_transaction(
     """
     node = synced_cluster.node("n2")
     state = str(bed.state_dirs["n2"])
+    agent_nodes = {"GALERA_HEALTH_NODES": f"n2={node.address()}"}  # what n2's agent watches
     bed.lb.wait_all_up(timeout=60)
     established = session_on(bed, "lb_agent", "n2")  # before the workload: not one of its
     load = bed.workload()
@@ -203,7 +204,10 @@ def test_planned_restart_by_the_runbook_fails_no_transaction(
         load.wait_served(10)
         switched = time.monotonic()
         phases["maintenance on"] = time.time()
-        on = run_cli("maintenance", "on", "--node", "n2", "--state-dir", state, "--reason", "test")
+        on = run_cli(
+            "maintenance", "on", "--node", "n2", "--state-dir", state, "--reason", "test",
+            env=agent_nodes,
+        )  # fmt: skip
         assert on.returncode == 0, on.stderr
         bed.lb.wait_routed("n2", False, timeout=INTER + 1 + SLACK)
         # agent-check: drain. The established session is kept and still works; no new ones.
@@ -241,7 +245,7 @@ def test_planned_restart_by_the_runbook_fails_no_transaction(
         time.sleep(2 * INTER)
         assert all(s.status != "UP" for (_, n), s in bed.lb.states().items() if n == "n2")
         released = time.monotonic()
-        off = run_cli("maintenance", "off", "--node", "n2", "--state-dir", state)
+        off = run_cli("maintenance", "off", "--node", "n2", "--state-dir", state, env=agent_nodes)
         assert off.returncode == 0, off.stderr
         phases["maintenance off"] = time.time()
         bed.lb.wait_routed("n2", True, timeout=30)
@@ -249,7 +253,7 @@ def test_planned_restart_by_the_runbook_fails_no_transaction(
         load.wait_served(10)
     finally:
         established.close()
-        run_cli("maintenance", "off", "--node", "n2", "--state-dir", state)
+        run_cli("maintenance", "off", "--node", "n2", "--state-dir", state, env=agent_nodes)
         outcomes = finish(bed, load)
         print(timeline(phases, outcomes))
     failed = [o for o in outcomes if not o.ok]
