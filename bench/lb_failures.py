@@ -6,7 +6,8 @@ Why: the agent is right about the node; what its users live with is the database
 the load balancer. This counts what that client sees.
 
 Set-up: a 3-node test bed, one agent per node at its defaults (as deployed: each next to its
-database). One real HAProxy (testkit.haproxy: TCP mode, inter 1 s, fall 1, rise 1, check timeout
+database). One real HAProxy (testkit.haproxy: TCP mode, inter 1 s, fastinter 250 ms, fall 2,
+rise 2 (docs/benchmarks.md's section 8 figures were measured with fall 1, rise 1), check timeout
 1 s, retries 0, no redispatch, established sessions never cut) with listeners side by side over
 the same three nodes: `lb_agent` checks `GET /health` on the node's agent, `lb_agent_check` has a
 TCP check of the MySQL port plus `agent-check` on the agent's agent-check port, `lb_tcp` only
