@@ -1,13 +1,13 @@
 """What a database client sees through a real HAProxy that checks the agents, fault by fault.
 
-One agent per node (as deployed: each next to its database), at its defaults. One HAProxy in
-TCP mode with a listener per check style, side by side: `GET /health` (how the Azure LB asks),
-bare `option httpchk` (OPTIONS /, what clustercheck set-ups have), `GET /`, and HAProxy's
-`agent-check` next to a plain TCP check of the MySQL port; all with docs/haproxy.md's timing
-(fastinter 250 ms, fall 2, rise 2), a check timeout equal to the interval, retries 0, no redispatch and established sessions never cut. A
-client workload goes through every listener during the same fault, a new connection per
-transaction (a read and an insert, 2 s deadlines), and HAProxy's session log says which node got
-each one.
+One agent per node (as deployed: each next to its database), at its defaults. One HAProxy in TCP
+mode with a listener per check style, side by side: `GET /health` (how the Azure LB asks), bare
+`option httpchk` (OPTIONS /, what clustercheck set-ups have), `GET /`, and HAProxy's `agent-check`
+next to a plain TCP check of the MySQL port; all with docs/haproxy.md's timing (fastinter 250 ms,
+fall 2, rise 2), a check timeout equal to the interval, retries 0, no redispatch and established
+sessions never cut. A client workload goes through every listener during the same fault, a new
+connection per transaction (a read and an insert, 2 s deadlines), and HAProxy's session log says
+which node got each one.
 
 Bounds are generous (this machine is shared); figures per fault are in docs/haproxy.md, measured
 by bench/lb_failures.py.
