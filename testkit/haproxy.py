@@ -366,11 +366,14 @@ class HAProxy:
     def wait_routed(
         self, server: str, routed: bool, timeout: float, listeners: Sequence[str] = ()
     ) -> float:
-        """Until `server` gets new sessions (UP) in every listener (or those named), or until it
-        gets none (DOWN, DRAIN, MAINT, ... whatever took it out)."""
+        """Until `server` gets new sessions (UP, or "UP 1/2": going down after a first failed
+        check, still routed) in every listener (or those named), or until it gets none (DOWN,
+        "DOWN 1/2", DRAIN, MAINT, ... whatever took it out)."""
         names = list(listeners) or [listener.name for listener in self.listeners]
         return self.wait(
-            lambda states: all((states[(n, server)].status == "UP") == routed for n in names),
+            lambda states: all(
+                states[(n, server)].status.startswith("UP") == routed for n in names
+            ),
             timeout,
             f"{server} {'in' if routed else 'out'} in {', '.join(names)}",
         )

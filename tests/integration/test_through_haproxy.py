@@ -126,7 +126,9 @@ def first(
 
 
 def out(status: str) -> bool:
-    return status != "UP"
+    """No new sessions: DOWN, DRAIN, MAINT, "DOWN 1/2" (coming up). "UP 1/2" (a first failed
+    check of fall 2) is still routed."""
+    return not status.startswith("UP")
 
 
 def finish(bed: Bed, load: Workload) -> list[Outcome]:
