@@ -146,3 +146,23 @@ def test_the_readme_prestop_is_the_kubernetes_docs() -> None:
     (inline,) = re.findall(r"`(echo \"pod terminating[^`]*)`", readme)
     assert " ".join(inline.split()) == scripts[0]
     assert scripts[0].endswith("rm -f /var/run/galera-health/maintenance")
+
+
+@pytest.mark.galera
+def test_the_runbooks_check_exits_0_with_the_agents_rise(
+    synced_cluster: GaleraTestbed, tmp_path: Path
+) -> None:
+    """`check --config agent.toml` (the runbook's "repeat until it exits 0") polls once: a `rise`
+    in the agent's config made that one poll `recovering`, exit 1, forever."""
+    config = tmp_path / "agent.toml"
+    config.write_text("rise = 3\n" + SHIPPED.read_text())
+    (name,) = [address.name for address in raw_from_toml(str(config))["nodes"]]
+    env = {
+        "GALERA_HEALTH_NODES": f"{name}={synced_cluster.node('n2').address()}",
+        "GALERA_HEALTH_USER": synced_cluster.monitor_user,
+        "GALERA_HEALTH_PASSWORD_FILE": synced_cluster.password_file,
+        "GALERA_HEALTH_STATE_DIR": str(tmp_path),
+    }
+    done = run_cli("check", "--config", str(config), env=env, timeout=60)
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert done.stdout.startswith(f"{name}: synced"), done.stdout
