@@ -6,7 +6,8 @@ Why: the agent is right about the node; what its users live with is the database
 the load balancer. This counts what that client sees.
 
 Set-up: a 3-node test bed, one agent per node at its defaults (as deployed: each next to its
-database). One real HAProxy (testkit.haproxy: TCP mode, inter 1 s, fall 1, rise 1, check timeout
+database). One real HAProxy (testkit.haproxy: TCP mode, inter 1 s, fastinter 250 ms, fall 2,
+rise 2 (docs/benchmarks.md's section 8 figures were measured with fall 1, rise 1), check timeout
 1 s, retries 0, no redispatch, established sessions never cut) with listeners side by side over
 the same three nodes: `lb_agent` checks `GET /health` on the node's agent, `lb_agent_check` has a
 TCP check of the MySQL port plus `agent-check` on the agent's agent-check port, `lb_tcp` only
@@ -91,9 +92,13 @@ def whole(bed: GaleraTestbed, timeout: float = 180.0) -> None:
         time.sleep(0.25)
 
 
-def run_cli(*args: str) -> None:
+def run_cli(*args: str, env: dict[str, str] | None = None) -> None:
     done = subprocess.run(
-        [_common.PYTHON, "-m", "galera_health", *args], capture_output=True, text=True, timeout=30
+        [_common.PYTHON, "-m", "galera_health", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=None if env is None else {**os.environ, **env},
     )
     if done.returncode != 0:
         raise RuntimeError(f"galera-health {' '.join(args)}: {done.stderr.strip()}")
@@ -111,8 +116,10 @@ def fault_actions(
         node.start()
         node.wait_synced(timeout=180)
 
+    watched = {"GALERA_HEALTH_NODES": f"{node.name}={node.address()}"}  # what its agent watches
+
     def planned() -> None:
-        run_cli("maintenance", "on", "--node", node.name, "--state-dir", state_dir)
+        run_cli("maintenance", "on", "--node", node.name, "--state-dir", state_dir, env=watched)
         lb.wait_routed(node.name, False, timeout=15, listeners=["lb_agent", "lb_agent_check"])
         lb.wait(
             lambda s: (
@@ -125,7 +132,7 @@ def fault_actions(
         node.stop()
         node.start()
         node.wait_synced(timeout=180)
-        run_cli("maintenance", "off", "--node", node.name, "--state-dir", state_dir)
+        run_cli("maintenance", "off", "--node", node.name, "--state-dir", state_dir, env=watched)
 
     actions: dict[str, tuple[Callable[[], None], Callable[[], None], bool]] = {
         "stop": (node.stop, restart, True),

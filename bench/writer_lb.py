@@ -6,12 +6,12 @@ one at commit (error 1213). Without a proxy, the LB can still send writes to one
 if exactly one agent answers 200 on /writer (issue 12). This measures what a client gets.
 
 Set-up: a 3-node test bed, one agent per node with --writer and otherwise default settings. One
-real HAProxy (testkit.haproxy: TCP mode, inter 1 s, fall 1, rise 1, retries 0, no redispatch,
-established sessions never cut) with two listeners over the same three nodes: `lb_health`
-checks `GET /health` (round robin over every usable node), `lb_writer` checks `GET /writer`.
---workers client threads, each a NEW connection per transaction (as behind an Azure LB), every
-transaction `UPDATE`s two of --rows hot rows in key order (BEGIN; UPDATE a; UPDATE b; COMMIT; in
-key order, so that on one node they wait for each other's locks and never deadlock: a 1213 is a
+real HAProxy (testkit.haproxy: TCP mode, inter 1 s, fastinter 250 ms, fall 2, rise 2, retries 0, no
+redispatch, established sessions never cut) with two listeners over the same three nodes:
+`lb_health` checks `GET /health` (round robin over every usable node), `lb_writer` checks `GET
+/writer`. --workers client threads, each a NEW connection per transaction (as behind an Azure LB),
+every transaction `UPDATE`s two of --rows hot rows in key order (BEGIN; UPDATE a; UPDATE b; COMMIT;
+in key order, so that on one node they wait for each other's locks and never deadlock: a 1213 is a
 certification conflict between nodes), 2 s deadlines.
 
 1. --seconds of the workload through `lb_health`, then the same through `lb_writer`: committed

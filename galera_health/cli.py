@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import resource
 import signal
 import ssl
@@ -17,8 +18,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 from . import __version__
 from .config import (
@@ -30,6 +32,7 @@ from .config import (
     Settings,
     describe,
     load_settings,
+    raw_from_env,
     raw_from_toml,
 )
 from .logs import setup_logging
@@ -67,36 +70,90 @@ def add_setting_flags(parser: argparse.ArgumentParser, command: str) -> None:
             target.add_argument(setting.flag, metavar=setting.metavar, help=text)
 
 
+class Parser(argparse.ArgumentParser):
+    """No abbreviations (`--password x` would become `--password-file x`), and a usage error is
+    one line, exit 2. Subcommands get the same class (add_subparsers' default)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        if re.search(r"(^|\s)--password(=|\s|$)", message):
+            message += f"; a password is never a flag: use --password-file or {PASSWORD_ENV}"
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class DemoFaultParser(Parser):
+    """`demo fault --help` lists every fault from the demo's own table, imported for the help
+    only (serve never loads the demo, and the container image leaves it out)."""
+
+    def format_help(self) -> str:
+        try:
+            from .demo import FAULTS
+        except ImportError:
+            return super().format_help()
+        self.epilog = "faults:\n" + "\n".join(
+            f"  {name:9} {what}" for name, (what, _) in FAULTS.items()
+        )
+        return super().format_help()
+
+
+PASSWORD_ENV = KEYS["password"].env
+CREDENTIALS_EPILOG = (
+    f"{PASSWORD_ENV}: {KEYS['password'].help} (a Kubernetes Secret); otherwise --password-file "
+    "or --option-file. Every setting is also GALERA_HEALTH_<KEY> in the environment and <key> in "
+    "the --config file (flags win over the environment, which wins over the file)."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="galera-health",
         description="HTTP health agent for MariaDB Galera nodes (cached verdicts, fail closed).",
     )
     parser.add_argument("--version", action="version", version=f"galera-health {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="poll nodes and answer HTTP probes")
+    serve = commands.add_parser(
+        "serve", help="poll nodes and answer HTTP probes", epilog=CREDENTIALS_EPILOG
+    )
     add_setting_flags(serve, "serve")
-    check = commands.add_parser("check", help="poll each node once, print verdicts, exit 0/1/2")
+    check = commands.add_parser(
+        "check", help="poll each node once, print verdicts, exit 0/1/2", epilog=CREDENTIALS_EPILOG
+    )
     add_setting_flags(check, "check")
 
     switch = commands.add_parser(
         "maintenance", help="put nodes in or out of maintenance (503 at once, kept on restart)"
     )
     switch.add_argument("action", choices=("on", "off", "status"))
-    switch.add_argument("--node", help="one node by name (default: every node of the agent)")
+    switch.add_argument(
+        "--node", help="one of the agent's nodes by name (default: every node of the agent)"
+    )
     switch.add_argument("--reason", default="", help="why, shown in /status and the logs")
-    switch.add_argument("--state-dir", help="the agent's state_dir (or from --config / env)")
-    switch.add_argument("--config", metavar="FILE", help="the agent's TOML config file")
+    switch.add_argument(
+        "--state-dir",
+        help="the agent's state_dir (default: GALERA_HEALTH_STATE_DIR, then the --config file's)",
+    )
+    switch.add_argument(
+        "--config",
+        metavar="FILE",
+        help="the agent's TOML config file (or GALERA_HEALTH_CONFIG): its state_dir and nodes",
+    )
 
     demo = commands.add_parser("demo", help="start a local 3-node Galera cluster with agents")
     demo.add_argument("--size", type=int, default=3, help="number of Galera nodes (3)")
     demo.add_argument("--port", type=int, default=9200, help="first agent port (9200)")
-    demo_commands = demo.add_subparsers(dest="demo_command", metavar="fault")
-    fault = demo_commands.add_parser(
-        "fault", help="break or mend a node of the running demo by name: demo fault freeze n3"
+    demo_commands = demo.add_subparsers(
+        dest="demo_command", metavar="fault", parser_class=DemoFaultParser
     )
-    fault.add_argument("action", help="freeze/thaw, split/heal, desync/resync, stop/start, ...")
+    fault = demo_commands.add_parser(
+        "fault",
+        help="break or mend a node of the running demo by name: demo fault freeze n3",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    fault.add_argument("action", help="one of the faults listed below (they undo each other)")
     fault.add_argument("node", help="the node's name: n1, n2, ...")
     return parser
 
@@ -117,28 +174,49 @@ def summary(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def maintenance_command(args: argparse.Namespace) -> int:
-    """Writes the maintenance file the agent watches: the local channel to a running agent."""
+    """Writes the maintenance file the agent watches: the local channel to a running agent.
+    The state_dir and the node names are the agent's own, layered as the agent layers them
+    (--state-dir, then the environment, then the --config file), so a node name the agent does
+    not watch is refused instead of writing a file nobody reads."""
     from . import maintenance
 
-    state_dir = args.state_dir or os.environ.get(ENV_PREFIX + "STATE_DIR")
     path = args.config or os.environ.get(ENV_PREFIX + "CONFIG")
-    if state_dir is None and path:
-        try:
-            state_dir = raw_from_toml(path).get("state_dir")
-        except ConfigError as exc:
-            return fail(str(exc))
+    try:
+        file_layer = raw_from_toml(path) if path else {}
+        env_layer = raw_from_env(os.environ)
+    except ConfigError as exc:
+        return fail(str(exc))
+    state_dir = args.state_dir or env_layer.get("state_dir") or file_layer.get("state_dir")
+    nodes = env_layer.get("nodes") or file_layer.get("nodes")
+    names = None if nodes is None else [node.name for node in nodes]
     if not state_dir:
-        return fail("no state_dir; give --state-dir DIR (the agent's state_dir) or --config FILE")
+        return fail("no state_dir; give --config FILE (the agent's config) or --state-dir DIR")
     if not os.path.isdir(state_dir):
         return fail(f"state_dir {state_dir!r} is not a directory; check the path")
-    if args.node is not None and not NODE_NAME_RE.match(args.node):
-        return fail(f"node name {args.node!r} is not a valid node name")
+    if args.node is not None:
+        if not NODE_NAME_RE.match(args.node):
+            return fail(f"node name {args.node!r} is not a valid node name")
+        if names is None:
+            return fail(
+                f"cannot check node {args.node!r} against the agent's nodes; give --config FILE "
+                "(the agent's config) or leave --node out (every node of the agent)"
+            )
+        if args.node not in names:
+            source = "GALERA_HEALTH_NODES" if env_layer.get("nodes") else f"config file {path!r}"
+            return fail(
+                f"the agent has no node {args.node!r} (nodes in {source}: {', '.join(names)}); "
+                "give one of them, or leave --node out for every node"
+            )
     if args.action == "status":
         for name in sorted(os.listdir(state_dir)):
             if name == maintenance.ALL_NODES_FILE or name.startswith("maintenance."):
                 record = maintenance.read_one(os.path.join(state_dir, name))
-                if record is not None:
-                    print(f"{name}: {record.description}")
+                if record is None:
+                    continue
+                node = name.partition(".")[2]
+                stale = names is not None and node and node not in names
+                note = " (no node of the agent has this name: no effect)" if stale else ""
+                print(f"{name}: {record.description}{note}")
         return 0
     try:
         written = maintenance.switch(state_dir, args.node, args.action == "on", args.reason)
@@ -325,11 +403,12 @@ def raise_open_files_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
-def warn_if_readable_by_others(settings: Settings) -> None:
+def warn_if_readable_by_others(settings: Settings, token: bool = True) -> None:
+    """`token`: serve reads the status token file; check never does."""
     for key, path in (
         ("password_file", settings.credentials.password_file),
         ("option_file", settings.credentials.option_file),
-        ("status_token_file", settings.status_token_file),
+        ("status_token_file", settings.status_token_file if token else None),
     ):
         if path is None:
             continue
@@ -356,7 +435,10 @@ def read_token(path: str | None) -> str | None:
 
 
 def check(settings: Settings) -> int:
-    """One poll per node, like an exec probe: 0 all healthy, 1 a node unhealthy, 2 our error."""
+    """One poll per node, like an exec probe: 0 all healthy, 1 a node unhealthy, 2 our error.
+    One poll has no history: `rise` (from a config file shared with serve) does not apply."""
+    warn_if_readable_by_others(settings, token=False)
+    policy = replace(settings.policy, rise=1)
     worst = 0
     for address in settings.nodes:
         probe = probe_for(address, settings)
@@ -366,7 +448,7 @@ def check(settings: Settings) -> int:
         finished = time.monotonic()
         verdict = evaluate(
             observation,
-            settings.policy,
+            policy,
             None,
             address.name,
             finished,

@@ -400,6 +400,7 @@ SETTINGS: tuple[Setting, ...] = (
         "seconds between polls of a node",
         field="interval",
         minimum=0.1,
+        commands=SERVE,  # one poll: no schedule, no history
         shown="interval_seconds",
     ),
     Setting(
@@ -441,6 +442,7 @@ SETTINGS: tuple[Setting, ...] = (
         field="policy.hold_down",
         minimum=0.0,
         default_text="2 x the node's evs.suspect_timeout, at least it + 2 s",
+        commands=SERVE,  # one poll: no schedule, no history
         shown="policy.hold_down",
     ),
     Setting(
@@ -449,6 +451,7 @@ SETTINGS: tuple[Setting, ...] = (
         "cap of the retry backoff after access errors",
         field="backoff_max",
         minimum=0.1,
+        commands=SERVE,  # one poll: no schedule, no history
         shown="backoff_max_seconds",
     ),
     Setting(
@@ -538,6 +541,7 @@ SETTINGS: tuple[Setting, ...] = (
         field="policy.rise",
         minimum=1,
         group=POLICY_GROUP,
+        commands=SERVE,  # one poll: no schedule, no history
         shown="policy.rise",
     ),
     Setting(
@@ -547,6 +551,7 @@ SETTINGS: tuple[Setting, ...] = (
         field="policy.fall",
         minimum=1,
         group=POLICY_GROUP,
+        commands=SERVE,  # one poll: no schedule, no history
         shown="policy.fall",
     ),
     Setting(
@@ -557,6 +562,7 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=1,
         default_text="fall",
         group=POLICY_GROUP,
+        commands=SERVE,  # one poll: no schedule, no history
         shown="policy.fall_timeout",
     ),
     Setting(
@@ -567,6 +573,7 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=1,
         default_text="fall",
         group=POLICY_GROUP,
+        commands=SERVE,  # one poll: no schedule, no history
         shown="policy.fall_agent_error",
     ),
     Setting(
@@ -640,7 +647,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "status_token_file",
         str,
-        "require this bearer token for /status, /metrics and the page",
+        "require this bearer token for /status and /metrics; the probes and the page at / "
+        "never need it (the page's own fetch of /status does)",
         field="status_token_file",
         commands=SERVE,
         shown="status_token",
@@ -785,6 +793,17 @@ def raw_from_toml(path: str) -> dict[str, Any]:
                 )
             nodes = []
             for name, address in value.items():
+                if name in KEYS or name == "config":
+                    # TOML puts every key after [nodes] into the table; the value is never shown
+                    hint = (
+                        "put the password in password_file or GALERA_HEALTH_PASSWORD"
+                        if name == "password"
+                        else "move it above the [nodes] table"
+                    )
+                    raise ConfigError(
+                        f"[nodes] in {path!r} has a key {name!r}, which is a setting, not a node "
+                        f"(every key after [nodes] belongs to it); {hint}"
+                    )
                 if not isinstance(address, str):
                     raise ConfigError(f"nodes.{name} in {path!r} must be a string address")
                 nodes.append(node_from(name, address, f"config file {path!r}"))

@@ -49,13 +49,39 @@ def agent_ports(first: int, count: int) -> list[int]:
     return wanted
 
 
-def agent_command(node: TestbedNode, testbed: GaleraTestbed, port: int, user: str) -> list[str]:
-    """One node's agent, taking part in the writer election (`user` has the lease's grant)."""
+CONFIG_FILE = "agents.toml"
+
+
+def write_config(testbed: GaleraTestbed, directory: str) -> str:
+    """The demo's agents' config, as deploy/systemd/agent.toml is a VM agent's: a state_dir (so
+    that `galera-health maintenance` can be tried) and the node names, which that command checks
+    `--node` against. The rest comes as flags."""
+    state_dir = os.path.join(directory, "state")
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    path = os.path.join(directory, CONFIG_FILE)
+    lines = [
+        "# galera-health demo: read by every agent of the demo and by `galera-health maintenance`",
+        f"state_dir = {json.dumps(state_dir)}",
+        "",
+        "[nodes]",
+        *(f"{node.name} = {json.dumps(node.address())}" for node in testbed.nodes),
+    ]
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+    return path
+
+
+def agent_command(
+    node: TestbedNode, testbed: GaleraTestbed, port: int, user: str, config: str | None = None
+) -> list[str]:
+    """One node's agent, taking part in the writer election (`user` has the lease's grant).
+    `config`: the demo's config file (its state_dir); the --node flag wins over its [nodes]."""
     return [
         sys.executable,
         "-m",
         "galera_health",
         "serve",
+        *(["--config", config] if config else []),
         "--node",
         f"{node.name}={node.address()}",
         "--listen",
@@ -98,7 +124,8 @@ FAULTS: dict[str, tuple[str, Callable[[TestbedNode], None]]] = {
     "freeze": ("SIGSTOP mariadbd: TCP still accepted, nothing answers", TestbedNode.freeze),
     "thaw": ("SIGCONT: it answers again (evicted meanwhile if frozen past evs.suspect_timeout)",
              TestbedNode.thaw),
-    "split": ("cut its group communication (gmcast.isolate=1): non-Primary",
+    "split": ("cut its group communication (gmcast.isolate=1): non-Primary once the others "
+              "evict it (about evs.suspect_timeout, PT3S here, plus 1-2 s)",
               lambda node: node.isolate(True)),
     "heal": ("restore its group communication: it rejoins", lambda node: node.isolate(False)),
     "desync": ("SET GLOBAL wsrep_desync=ON", _sql("SET GLOBAL wsrep_desync=ON")),
@@ -254,7 +281,9 @@ def run_fault(action: str, name: str) -> int:
 # ---------------------------------------------------------------------------- the demo
 
 
-def print_guide(testbed: GaleraTestbed, ports: list[int], all_port: int) -> None:
+def print_guide(
+    testbed: GaleraTestbed, ports: list[int], all_port: int, config: str | None = None
+) -> None:
     print("\nA 3-node MariaDB Galera cluster is running, with an agent in front of each node.\n")
     for node, port in zip(testbed.nodes, ports, strict=True):
         print(f"  {node.name}: MySQL {node.address()} (socket {node.socket})")
@@ -283,6 +312,29 @@ def print_guide(testbed: GaleraTestbed, ports: list[int], all_port: int) -> None
         "\na few seconds, and stays where it went when the node comes back:"
     )
     print(f"  for u in {writers}; do curl -s -w ' %{{http_code}}\\n' $u; done")
+    if config is not None:
+        print(
+            f"\nTake {node.name} out by hand, as the README's maintenance runbook does (503"
+            " 'maintenance' at once, on its page and on the all-nodes page; the agents' config"
+            " has the state_dir and the node names):"
+        )
+        print(
+            f'  galera-health maintenance on --node {node.name} --config {config} --reason "trying"'
+        )
+        print(f"  galera-health maintenance status --config {config}")
+        print(f"  galera-health maintenance off --node {node.name} --config {config}")
+    print(
+        "\nPoll every node once, as an exec probe or a Nagios check would (exit 0 all healthy, 1 a"
+        f" node unhealthy), as the monitor account {testbed.monitor_user!r} (USAGE only):"
+    )
+    print(
+        f"  galera-health check --config {config} --user {testbed.monitor_user}"
+        f" --password-file {testbed.password_file}"
+        if config is not None
+        else "  galera-health check "
+        + " ".join(f"--node {n.name}={n.address()}" for n in testbed.nodes)
+        + f" --user {testbed.monitor_user} --password-file {testbed.password_file}"
+    )
     print("\nCtrl-C stops the agents and the cluster and removes its files.\n", flush=True)
 
 
@@ -298,6 +350,9 @@ def run_demo(size: int = 3, first_port: int = 9200) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
+    # A demo started in the background from a script inherits SIGINT ignored (the shell does
+    # that for `&`); Python then keeps it ignored. Ctrl-C / kill -INT must stop it anyway.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     testbed = GaleraTestbed(size=size)
     agents: list[subprocess.Popen[bytes]] = []
     control: DemoControl | None = None
@@ -308,19 +363,22 @@ def run_demo(size: int = 3, first_port: int = 9200) -> int:
         print(f"Cluster Synced after {time.monotonic() - started:.0f} s.", flush=True)
         ports = agent_ports(first_port, size + 1)
         user = writer_account(testbed)
+        config = write_config(testbed, testbed.base_dir)
         for node, port in zip(testbed.nodes, ports, strict=False):
             # own session: Ctrl-C reaches us alone, and we stop the agents in order
             agents.append(
-                subprocess.Popen(agent_command(node, testbed, port, user), start_new_session=True)
+                subprocess.Popen(
+                    agent_command(node, testbed, port, user, config), start_new_session=True
+                )
             )
-        agents.append(all_nodes_agent(testbed, ports[-1]))
+        agents.append(all_nodes_agent(testbed, ports[-1], config))
         pages = zip(testbed.nodes, ports[:-1], strict=True)
         control = DemoControl(
             testbed, runtime_dir(), {n.name: f"http://127.0.0.1:{p}/" for n, p in pages}
         )
         control.start()
         time.sleep(1.5)
-        print_guide(testbed, ports[:-1], ports[-1])
+        print_guide(testbed, ports[:-1], ports[-1], config)
         down_since: dict[str, float] = {}
         while True:
             time.sleep(1)
@@ -360,8 +418,9 @@ def run_demo(size: int = 3, first_port: int = 9200) -> int:
         testbed.stop()
 
 
-def all_nodes_agent(testbed: GaleraTestbed, port: int) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "galera_health", "serve", "--listen", f"127.0.0.1:{port}"]
+def all_nodes_agent(testbed: GaleraTestbed, port: int, config: str) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "galera_health", "serve", "--config", config]
+    command += ["--listen", f"127.0.0.1:{port}"]
     for node in testbed.nodes:
         command += ["--node", f"{node.name}={node.address()}"]
     command += ["--user", testbed.monitor_user, "--password-file", testbed.password_file]

@@ -56,8 +56,12 @@ def agent_with_check(
     return agent, port
 
 
-def maintenance(state_dir: Path, node: str, action: str) -> None:
-    result = run_cli("maintenance", action, "--node", node, "--state-dir", str(state_dir))
+def maintenance(state_dir: Path, node: TestbedNode, action: str) -> None:
+    """As an operator would: the node named, checked against the agent's own node list."""
+    result = run_cli(
+        "maintenance", action, "--node", node.name, "--state-dir", str(state_dir),
+        env={"GALERA_HEALTH_NODES": f"{node.name}={node.address()}"},
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
 
 
@@ -68,11 +72,11 @@ def test_agent_check_line_follows_the_node(synced_cluster: GaleraTestbed, tmp_pa
         assert agent.status()["agent"]["agent_check_listen"] == f"127.0.0.1:{port}"
         assert wait_line(port, lambda line: line == "up ready\n") == "up ready\n"
         assert agent_line(port, b"n1\n") == "up ready\n"  # HAProxy's agent-send: ignored
-        maintenance(tmp_path, "n1", "on")
+        maintenance(tmp_path, node, "on")
         line = wait_line(port, lambda line: line.startswith("drain"))
         assert line.startswith("drain #n1: maintenance (") and line.endswith(")\n"), line
         assert agent.get("/health").status == 503
-        maintenance(tmp_path, "n1", "off")
+        maintenance(tmp_path, node, "off")
         wait_line(port, lambda line: line == "up ready\n")
         node.sql("SET GLOBAL read_only = ON")
         try:
@@ -139,7 +143,7 @@ def test_haproxy_agent_check_drains_on_maintenance_and_downs_on_a_fault(
         client.settimeout(5)
         greeting = client.recv(4096)
         assert greeting, "no MySQL greeting through haproxy"
-        maintenance(state_dir, "n1", "on")
+        maintenance(state_dir, node, "on")
         state = wait_state(lb, "n1", "DRAIN")
         print(f"maintenance on: {shown(state)}")
         assert state.status == "DRAIN (agent)", state
@@ -151,7 +155,7 @@ def test_haproxy_agent_check_drains_on_maintenance_and_downs_on_a_fault(
             client.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
     finally:
         client.close()
-    maintenance(state_dir, "n1", "off")
+    maintenance(state_dir, node, "off")
     wait_state(lb, "n1", "UP")
 
     node.sql("SET GLOBAL wsrep_reject_queries = ALL")

@@ -3,6 +3,11 @@ for the demo's own): faults by node name, still right after the node restarted w
 
 from __future__ import annotations
 
+import os
+import shlex
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -122,3 +127,80 @@ def test_demo_agents_elect_one_writer(
     demo_module.print_guide(synced_cluster, ports, free_ports(1)[0])
     guide = capsys.readouterr().out
     assert all(f"127.0.0.1:{port}/writer" in guide for port in ports), guide
+
+
+def test_the_guides_maintenance_and_check_commands_work_on_the_demos_agents(
+    synced_cluster: GaleraTestbed, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The demo's agents have a state_dir (its config file): the guide's `maintenance` commands
+    take a node out and back, and its `check` line (user and password file named) exits 0."""
+    config = demo_module.write_config(synced_cluster, str(tmp_path))
+    user = demo_module.writer_account(synced_cluster)
+    node = synced_cluster.nodes[-1]
+    ports = free_ports(len(synced_cluster.nodes) + 1)
+    agent = ServerProcess(
+        [*demo_module.agent_command(node, synced_cluster, ports[-2], user, config),
+         "--drain-seconds", "0.2"],
+        ports[-2],
+        name=f"demo-{node.name}",
+    )  # fmt: skip
+    try:
+        agent.wait_for(lambda a: a.status == 200, timeout=45)
+        demo_module.print_guide(synced_cluster, ports[:-1], ports[-1], config)
+        guide = capsys.readouterr().out
+        commands = [
+            shlex.split(line)[1:]
+            for line in guide.splitlines()
+            if line.strip().startswith(("galera-health maintenance", "galera-health check"))
+        ]
+        assert [c[:2] for c in commands] == [
+            ["maintenance", "on"], ["maintenance", "status"], ["maintenance", "off"],
+            ["check", "--config"],
+        ], guide  # fmt: skip
+        for command in commands:
+            done = run_cli(*command, timeout=60)
+            assert done.returncode == 0, (command, done.stdout, done.stderr)
+            if command[:2] == ["maintenance", "on"]:
+                _, answer = agent.wait_for(lambda a: a.status == 503, timeout=10)
+                assert answer.body.startswith(f"{node.name}: maintenance (trying"), answer
+            elif command[:2] == ["maintenance", "status"]:
+                assert done.stdout.startswith(f"maintenance.{node.name}: maintenance"), done
+            elif command[:2] == ["maintenance", "off"]:
+                agent.wait_for(lambda a: a.status == 200, timeout=30)
+            else:
+                assert done.stdout.count(": synced") == len(synced_cluster.nodes), done.stdout
+    finally:
+        agent.stop()
+
+
+def test_a_demo_started_in_the_background_stops_on_sigint(tmp_path: Path) -> None:
+    """A script's `galera-health demo &` inherits SIGINT ignored; the demo restores it, so
+    Ctrl-C (or kill -INT) still stops it and removes its files. A 1-node demo: the cheapest."""
+    log = tmp_path / "demo.log"
+    env = {**os.environ, "GALERA_DEMO_RUNTIME_DIR": str(tmp_path / "run")}
+    with open(log, "w") as output:
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "galera_health", "demo", "--size", "1",
+             "--port", str(free_ports(1)[0])],
+            stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # as `&` does
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while "Ctrl-C stops" not in log.read_text():
+            assert demo.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+        assert (tmp_path / "run" / STATE_FILE).exists()
+        os.kill(demo.pid, signal.SIGINT)
+        assert demo.wait(timeout=90) == 0, log.read_text()
+        assert "Stopping ..." in log.read_text()
+        assert not (tmp_path / "run" / STATE_FILE).exists()
+    finally:
+        if demo.poll() is None:
+            demo.terminate()  # SIGTERM: the demo's own stop, as before
+            try:
+                demo.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                demo.kill()
+                demo.wait()

@@ -177,11 +177,15 @@ def test_maintenance_by_cli_and_by_file_at_once_and_across_restarts(
 ) -> None:
     state = str(tmp_path)
     extra = ["--state-dir", state]
+    # the maintenance command checks --node against the agent's nodes: the same list
+    watched = {"GALERA_HEALTH_NODES": ",".join(f"{n}={synced_cluster.node(n).address()}"
+                                               for n in ("n1", "n2"))}  # fmt: skip
     with agent_for(synced_cluster, "n1", "n2", extra=extra) as agent:
         agent.wait_for(is_200, timeout=15)
         done = run_cli(
-            "maintenance", "on", "--node", "n1", "--state-dir", state, "--reason", "kernel"
-        )
+            "maintenance", "on", "--node", "n1", "--state-dir", state, "--reason", "kernel",
+            env=watched,
+        )  # fmt: skip
         assert done.returncode == 0, done.stderr
         switched = time.monotonic()
         _, answer = agent.wait_for(is_503, path="/health/n1", timeout=5, interval=0.02)
@@ -195,7 +199,7 @@ def test_maintenance_by_cli_and_by_file_at_once_and_across_restarts(
     with agent_for(synced_cluster, "n1", "n2", extra=extra) as agent:
         first = agent.get("/health/n1")
         assert first.body.startswith("n1: maintenance"), first
-        run_cli("maintenance", "off", "--node", "n1", "--state-dir", state)
+        run_cli("maintenance", "off", "--node", "n1", "--state-dir", state, env=watched)
         agent.wait_for(is_200, path="/health/n1", timeout=5)
         # a plain file, as `kubectl exec <db container> -- touch` would make it
         (tmp_path / "maintenance").write_text("")

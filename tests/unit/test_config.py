@@ -362,3 +362,29 @@ def test_writer_takeover_below_the_writers_validity_is_one_line() -> None:
         load_settings({"nodes": ["127.0.0.1"], "user": "u", "writer_takeover": "2.5"}, {})
     assert str(caught.value).startswith("writer_takeover (2.5) must be at least 3 s"), caught.value
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "hint"),
+    [
+        (
+            "password",
+            '"s3cret-value"',
+            "put the password in password_file or GALERA_HEALTH_PASSWORD",
+        ),
+        ("interval", "2", "move it above the [nodes] table"),
+        ("state_dir", '"/run/s3cret-value"', "move it above the [nodes] table"),
+    ],
+)
+def test_a_setting_placed_under_nodes_is_refused_without_its_value(
+    tmp_path: Path, key: str, value: str, hint: str
+) -> None:
+    """TOML puts every key after [nodes] into the table: `password = "x"` there would be a node
+    whose address (the password) is logged."""
+    config = tmp_path / "agent.toml"
+    config.write_text(f'user = "u"\n[nodes]\nn1 = "127.0.0.1:1"\n{key} = {value}\n')
+    with pytest.raises(ConfigError) as raised:
+        load_settings({}, {}, str(config))
+    message = str(raised.value)
+    assert f"has a key {key!r}, which is a setting, not a node" in message
+    assert message.endswith(hint) and "s3cret" not in message and "\n" not in message
