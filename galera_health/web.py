@@ -22,6 +22,7 @@ from werkzeug.exceptions import MethodNotAllowed
 from . import __version__
 from .facts import DRIVER_MODE
 from .metrics import make_registry
+from .pod_label import PodLabelState
 from .stats import PollStats
 from .status_page import StatusPage
 from .store import NodeView, VerdictStore, WriterView
@@ -295,6 +296,23 @@ def writer_document(view: WriterView) -> dict[str, Any]:
     }
 
 
+def pod_label_document(state: PodLabelState, now: float) -> dict[str, Any]:
+    """kubernetes_pod_label: whether the pod carries the role the lease gives it."""
+    since = state.out_of_step_since
+    return {
+        "pod": state.pod,
+        "namespace": state.namespace,
+        "key": state.key,
+        "wanted": state.wanted,
+        "value": state.applied,
+        "in_step": state.in_step,
+        "out_of_step_seconds": None if since is None else rounded(max(0.0, now - since)),
+        "error": state.error,
+        "api_errors": state.api_errors,
+        "cleared": state.cleared,
+    }
+
+
 def iso(wall: float | None) -> str | None:
     return None if wall is None else datetime.fromtimestamp(wall, timezone.utc).isoformat()
 
@@ -456,6 +474,11 @@ def create_app(
             if store.writer_enabled:
                 for view in store.writer_views():
                     document["nodes"][view.node]["writer"] = writer_document(view)
+                    pod = store.pod_label(view.node)
+                    if pod is not None:
+                        document["nodes"][view.node]["writer"]["pod_label"] = pod_label_document(
+                            pod, time.monotonic()
+                        )
             if describe is not None:
                 document["agent"] = describe()
             response = jsonify(document)
