@@ -93,6 +93,10 @@ class VerdictStore:
     def nodes(self) -> tuple[str, ...]:
         return self._nodes
 
+    def clock(self) -> float:
+        """The store's monotonic clock: one `now` for several views of one answer."""
+        return self._clock()
+
     @property
     def max_age(self) -> float:
         """Past this age any verdict answers 503 stale."""
