@@ -7,8 +7,9 @@ only its EndpointSlice controller, which fills a Service's EndpointSlice from it
 in a real cluster. Every process is stopped by PID; the state lives in a temporary directory.
 
 Identities (a token file): `admin` (system:masters) for the tests and the controller manager,
-and one token per agent, users of the group `galera-health-agents`, which a RoleBinding binds
-to a namespaced Role that may get, list and patch pods: what the chart's ServiceAccount gets.
+one token per agent, users of the group `galera-health-agents`, which a RoleBinding binds to a
+namespaced Role that may get, list and patch pods (the chart's Role), and `stranger`, bound to
+nothing.
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ import urllib3
 
 from galera_health.testbed import free_ports
 
-__all__ = ["AGENT_GROUP", "KubeError", "KubeTestbed", "missing_kube"]
+__all__ = ["AGENT_GROUP", "ROLE_RULES", "STRANGER", "KubeError", "KubeTestbed", "missing_kube"]
 
 KUBE_BIN_DIRS = (os.path.expanduser("~/go/bin"),)
 AGENT_GROUP = "galera-health-agents"
 NAMESPACE = "galera"
+STRANGER = "stranger"
+# The chart's Role (tests/chart checks the two are the same)
 ROLE_RULES = [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "patch"]}]
 
 
@@ -117,6 +120,8 @@ class KubeTestbed:
         self.namespace = NAMESPACE
         self.admin_token = os.urandom(16).hex()
         self.agent_tokens = {name: os.urandom(16).hex() for name in agents}
+        # a valid identity with no binding: what a pod without the chart's Role calls with
+        self.agent_tokens[STRANGER] = os.urandom(16).hex()
         self.etcd: Process | None = None
         self.apiserver: Process | None = None
         self.controllers: Process | None = None
@@ -158,7 +163,9 @@ class KubeTestbed:
         rows += [
             f"{token},agent-{name},agent-{name},{AGENT_GROUP}"
             for name, token in self.agent_tokens.items()
+            if name != STRANGER
         ]
+        rows.append(f"{self.agent_tokens[STRANGER]},{STRANGER},{STRANGER}")
         tokens = self.dir / "tokens.csv"
         tokens.write_text("\n".join(rows) + "\n")
         tokens.chmod(0o600)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from galera_health.config import build_settings, raw_from_toml
+from testkit.kube import ROLE_RULES
 
 from .helm import CHART, RELEASE, Helm
 
@@ -26,6 +27,7 @@ def test_the_agents_label_their_pods_with_a_role_that_may_only_touch_pods(helm: 
     assert role["rules"] == [
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "patch"]}
     ]
+    assert role["rules"] == ROLE_RULES  # the Role the agents hold against the real API server
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": "galera"}

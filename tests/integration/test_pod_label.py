@@ -24,7 +24,8 @@ import pytest
 import urllib3
 
 from galera_health.testbed import GaleraTestbed
-from testkit.kube import KubeError, KubeTestbed
+from testkit.agent import AgentProcess
+from testkit.kube import STRANGER, KubeError, KubeTestbed
 
 from .conftest import restore
 from .election import (
@@ -304,3 +305,40 @@ def test_api_server_down_changes_nothing_the_lease_decides(labelled: Labelled) -
     marker.unlink()
     election.wait_healthy(old)
     assert election.sampler.current_writer() == new.writers[0]
+
+
+def test_a_service_account_without_the_role_is_one_line(
+    labelled: Labelled, cluster: GaleraTestbed
+) -> None:
+    """An agent whose token the API server knows but no Role binds: /status and the log say
+    what to grant, once; /health is unaffected (the monitor account: never a writer here)."""
+    kube = labelled.kube
+    kube.create_ready_pod("galera-stranger", GALERA, "10.1.0.9")
+    flags = [
+        "--writer",
+        "--kubernetes-pod-label", KEY,
+        "--kubernetes-api-url", kube.url,
+        "--kubernetes-token-file", kube.token_file(STRANGER),
+        "--kubernetes-ca-file", kube.ca_file,
+    ]  # fmt: skip
+    env = {"POD_NAME": "galera-stranger", "POD_NAMESPACE": kube.namespace}
+    node = cluster.node("n2")
+    with AgentProcess(
+        [f"n2={node.address()}"], cluster.monitor_user, cluster.password_file, flags, env
+    ) as agent:
+        agent.wait_for(lambda a: a.status == 200, "/health", timeout=30)
+        agent.wait_for(lambda a: "may not PATCH pods" in a.body, "/status", timeout=15)
+        document = agent.status()["nodes"]["n2"]["writer"]["pod_label"]
+        assert document["in_step"] is False and document["wanted"] == "standby", document
+        assert document["error"] == (
+            f"the pod's service account may not PATCH pods in {kube.namespace}; bind it to a "
+            "Role with get, list and patch on pods (the chart renders one)"
+        ), document
+        time.sleep(2.5)  # several retries: still one log line
+        assert agent.get("/health").status == 200
+        assert get_status(agent.port, "/writer")[0] == 503
+    lines = [line for line in agent.output().splitlines() if "may not PATCH pods" in line]
+    assert len(lines) == 1, agent.output()
+    assert "Traceback" not in agent.output()
+    assert kube.agent_tokens[STRANGER] not in agent.output()  # never a secret in a log line
+    assert kube.pod_labels("galera-stranger") == GALERA  # nothing was written
