@@ -346,7 +346,9 @@ class KubeTestbed:
     # --- what the kubelet and the chart would do ------------------------------------------------
 
     def create_node(self, name: str = "node-1") -> None:
-        self.must("POST", "/api/v1/nodes", {"metadata": {"name": name}})
+        status, document = self.call("POST", "/api/v1/nodes", {"metadata": {"name": name}})
+        if status >= 300 and status != 409:  # 409: made by an earlier test module
+            raise KubeError(f"POST node {name}: {status} {document.get('message', document)}")
 
     def create_ready_pod(
         self, name: str, labels: Mapping[str, str], ip: str, node: str = "node-1"
