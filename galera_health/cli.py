@@ -246,6 +246,14 @@ def serve(settings: Settings, reload_settings: Callable[[], Settings] | None = N
         healthy_max_age=settings.healthy_max_age,
     )
     poller = Poller(settings, store, reload_settings=reload_settings)
+    labeler = None
+    if settings.kubernetes_pod_label:
+        from .pod_labeler import labeler_for
+
+        try:
+            labeler = labeler_for(settings, store, os.environ)
+        except ConfigError as exc:
+            return fail(str(exc))
 
     def app_for(surface: str) -> Any:
         return create_app(
@@ -319,6 +327,8 @@ def serve(settings: Settings, reload_settings: Callable[[], Settings] | None = N
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGHUP, reload)
     poller.start()
+    if labeler is not None:
+        labeler.start()
     config = describe(settings)
     log.debug(
         "effective config: %s",
@@ -351,6 +361,8 @@ def serve(settings: Settings, reload_settings: Callable[[], Settings] | None = N
         pass
     finally:
         poller.stop()
+        if labeler is not None:
+            labeler.stop()
         for made in servers:
             made.close()
         if agent_check is not None:

@@ -154,6 +154,12 @@ class Settings:
     writer: bool = False
     writer_priority: int = 0
     writer_takeover_setting: float | None = None
+    # Kubernetes: label the agent's own pod with its role (docs/kubernetes.md, "The role on the
+    # pod"); the three paths are the in-cluster defaults, settable for tests and odd setups.
+    kubernetes_pod_label: str = ""
+    kubernetes_api_url: str | None = None
+    kubernetes_token_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    kubernetes_ca_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
     config_path: str | None = None
 
     @property
@@ -706,6 +712,42 @@ SETTINGS: tuple[Setting, ...] = (
         default_text="max(interval, 1 s) + 2 s",
         commands=SERVE,
     ),
+    Setting(
+        "kubernetes_pod_label",
+        str,
+        "with writer, in a pod: the label key the agent sets to writer or standby on its own "
+        "pod (POD_NAME, POD_NAMESPACE), through the API with the pod's service account; "
+        "empty: off",
+        field="kubernetes_pod_label",
+        default_text="off",
+        commands=SERVE,
+        shown="kubernetes.pod_label",
+    ),
+    Setting(
+        "kubernetes_api_url",
+        str,
+        "with kubernetes_pod_label: the API server's https URL",
+        field="kubernetes_api_url",
+        default_text="in-cluster: KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT",
+        commands=SERVE,
+        shown="kubernetes.api_url",
+    ),
+    Setting(
+        "kubernetes_token_file",
+        str,
+        "with kubernetes_pod_label: the service account token, re-read at every call",
+        field="kubernetes_token_file",
+        commands=SERVE,
+        shown="kubernetes.token_file",
+    ),
+    Setting(
+        "kubernetes_ca_file",
+        str,
+        "with kubernetes_pod_label: the CA that signed the API server's certificate",
+        field="kubernetes_ca_file",
+        commands=SERVE,
+        shown="kubernetes.ca_file",
+    ),
 )
 KEYS: dict[str, Setting] = {setting.key: setting for setting in SETTINGS}
 
@@ -956,7 +998,45 @@ def build_settings(layers: Sequence[dict[str, Any]], need_listen: bool = True) -
             f"200 up to {settings.writer_validity:g} s after its last renewal, and a take-over "
             "before that would make two writers; raise it or leave it out"
         )
+    check_pod_label(settings)
     return settings
+
+
+# A label key: an optional DNS-subdomain prefix and '/', then a name of 1-63 characters
+# (Kubernetes' "Syntax and character set" of labels).
+LABEL_NAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
+LABEL_PREFIX_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
+
+
+def check_pod_label(settings: Settings) -> None:
+    """kubernetes_pod_label labels one pod with one node's role: it needs writer, exactly one
+    node (the pod's own) and a valid label key."""
+    key = settings.kubernetes_pod_label
+    if not key:
+        return
+    prefix, _, name = key.rpartition("/")
+    if (
+        not LABEL_NAME_RE.match(name)
+        or (prefix and (len(prefix) > 253 or not LABEL_PREFIX_RE.match(prefix)))
+        or (not prefix and "/" in key)
+    ):
+        raise ConfigError(
+            f"kubernetes_pod_label {key!r} is not a Kubernetes label key; use e.g. "
+            "galera-health/role (an optional DNS prefix and '/', then 1-63 letters, digits, "
+            "'-', '_' or '.')"
+        )
+    if not settings.writer:
+        raise ConfigError("kubernetes_pod_label needs writer = true (it labels the writer's pod)")
+    if len(settings.nodes) != 1:
+        raise ConfigError(
+            f"kubernetes_pod_label labels the agent's own pod, so the agent must watch exactly "
+            f"one node (its pod's), not {len(settings.nodes)}; run one agent per pod"
+        )
+    url = settings.kubernetes_api_url
+    if url is not None and not url.startswith("https://"):
+        raise ConfigError(
+            f"kubernetes_api_url {url!r} must be an https:// URL (the token is never sent in clear)"
+        )
 
 
 def assemble(values: Mapping[str, Any]) -> Settings:

@@ -127,8 +127,29 @@ class AgentCollector(Collector):
             for role in self.store.writer_views():
                 writer.add_metric([role.node], 1.0 if role.writer else 0.0)
             yield writer
+            yield from self._pod_label_metrics()
         yield from self._poll_metrics()
         yield from self._wsrep_metrics(views)
+
+    def _pod_label_metrics(self) -> Iterable[Metric]:
+        """kubernetes_pod_label: is the pod's label what the lease says, and API failures."""
+        in_step = GaugeMetricFamily(
+            "galera_health_pod_label_in_step",
+            "1 when the node's pod carries the label value its lease role asks for, else 0.",
+            labels=["node"],
+        )
+        errors = CounterMetricFamily(
+            "galera_health_pod_label_api_errors_total",
+            "Failed Kubernetes API calls of the pod labeler.",
+            labels=["node"],
+        )
+        for node in self.store.nodes:
+            state = self.store.pod_label(node)
+            if state is not None:
+                in_step.add_metric([node], 1.0 if state.in_step else 0.0)
+                errors.add_metric([node], float(state.api_errors))
+        if in_step.samples:
+            yield from (in_step, errors)
 
     def _poll_metrics(self) -> Iterable[Metric]:
         duration = HistogramMetricFamily(

@@ -447,7 +447,8 @@ class Poller:
                 old.listen.display(),
             )
             new = replace(new, listen=old.listen)
-        writer_settings = ("writer", "writer_priority", "writer_takeover_setting")
+        writer_settings: tuple[str, ...] = ("writer", "writer_priority", "writer_takeover_setting")
+        writer_settings += ("kubernetes_pod_label", "kubernetes_api_url")  # the pod labeler too
         if any(getattr(new, key) != getattr(old, key) for key in writer_settings):
             log.warning(
                 "config reload: writer, writer_priority and writer_takeover need a restart; "

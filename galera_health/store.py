@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from . import lease
 from .lease import LeaseState
 from .maintenance import Maintenance
+from .pod_label import PodLabelState
 from .verdict import Verdict
 
 
@@ -86,10 +87,15 @@ class VerdictStore:
         # renewal vouches for the holder.
         self._writer_validity: float | None = None
         self._leases: dict[str, LeaseState] = {}
+        self._pod_labels: dict[str, PodLabelState] = {}  # kubernetes_pod_label's job
 
     @property
     def nodes(self) -> tuple[str, ...]:
         return self._nodes
+
+    def clock(self) -> float:
+        """The store's monotonic clock: one `now` for several views of one answer."""
+        return self._clock()
 
     @property
     def max_age(self) -> float:
@@ -274,6 +280,13 @@ class VerdictStore:
             state, health.healthy, health.reason, now, self._writer_validity
         )
         return WriterView(node, writer, reason, state, lease.lease_age(state, now))
+
+    def publish_pod_label(self, node: str, state: PodLabelState) -> None:
+        """The labeler job (kubernetes_pod_label): the role on the node's pod, for /status."""
+        self._pod_labels[node] = state
+
+    def pod_label(self, node: str) -> PodLabelState | None:
+        return self._pod_labels.get(node)
 
     def writer_views(self) -> list[WriterView]:
         now = self._clock()

@@ -22,6 +22,7 @@ from werkzeug.exceptions import MethodNotAllowed
 from . import __version__
 from .facts import DRIVER_MODE
 from .metrics import make_registry
+from .pod_label import PodLabelState
 from .stats import PollStats
 from .status_page import StatusPage
 from .store import NodeView, VerdictStore, WriterView
@@ -31,7 +32,7 @@ Liveness = Callable[[], tuple[bool, str]]
 
 # Answered with the verdict, never need the status token, and take OPTIONS: `/` is one because
 # a load balancer left at its default probes it (Azure's path, HAProxy's bare `option httpchk`).
-PROBE_PATHS = frozenset({"/health", "/readyz", "/livez", "/", "/writer"})
+PROBE_PATHS = frozenset({"/health", "/readyz", "/livez", "/", "/writer", "/reader"})
 PROBE_METHODS = ("GET", "HEAD", "OPTIONS")
 PROBE_ALLOW = ", ".join(PROBE_METHODS)
 
@@ -93,6 +94,10 @@ def probe_answer(store: VerdictStore, liveness: Liveness, path: str) -> tuple[in
         return writer_answer(store)
     if path.startswith("/writer/") and path[8:] in store.nodes:
         return writer_node_answer(store.writer_view(path[8:]))
+    if path == "/reader":
+        return reader_answer(store)
+    if path.startswith("/reader/") and path[8:] in store.nodes:
+        return reader_node_answer(store, path[8:])
     return None
 
 
@@ -112,6 +117,32 @@ def writer_answer(store: VerdictStore) -> tuple[int, str]:
         f"this agent watches {len(views)} nodes: ask /writer/<node> "
         f"(writer here: {', '.join(writers) or 'none'})"
     )
+
+
+def reader_node_answer(store: VerdictStore, node: str) -> tuple[int, str]:
+    """/reader for a node: 200 when it is usable (/health 200) and not the writer (/writer 503),
+    for a read rule that keeps reads off the write node (Patroni's /replica). 503 `writer` on
+    the holder even when it is the only usable node: an agent knows its own node only, so the
+    fallback of reads to the writer belongs to the load balancer (docs/haproxy.md)."""
+    if not store.writer_enabled:
+        return 503, f"{node}: reader needs the writer election (start the agent with --writer)"
+    now = store.clock()
+    health = store.view(node, now)
+    if not health.healthy:
+        return 503, f"{node}: {health.reason}"
+    role = store.writer_view(node, now)
+    if role.writer:
+        return 503, f"{node}: {role.reason}; reads go to the other nodes"
+    return 200, f"{node}: reader; {role.reason}"
+
+
+def reader_answer(store: VerdictStore) -> tuple[int, str]:
+    """/reader: the answer for the agent's node; like /writer, an agent watching several nodes
+    answers 503 here (a read rule must ask /reader/<node>)."""
+    nodes = store.nodes
+    if len(nodes) == 1:
+        return reader_node_answer(store, nodes[0])
+    return 503, f"this agent watches {len(nodes)} nodes: ask /reader/<node>"
 
 
 def liveness_answer(liveness: Liveness) -> tuple[int, str]:
@@ -295,6 +326,23 @@ def writer_document(view: WriterView) -> dict[str, Any]:
     }
 
 
+def pod_label_document(state: PodLabelState, now: float) -> dict[str, Any]:
+    """kubernetes_pod_label: whether the pod carries the role the lease gives it."""
+    since = state.out_of_step_since
+    return {
+        "pod": state.pod,
+        "namespace": state.namespace,
+        "key": state.key,
+        "wanted": state.wanted,
+        "value": state.applied,
+        "in_step": state.in_step,
+        "out_of_step_seconds": None if since is None else rounded(max(0.0, now - since)),
+        "error": state.error,
+        "api_errors": state.api_errors,
+        "cleared": state.cleared,
+    }
+
+
 def iso(wall: float | None) -> str | None:
     return None if wall is None else datetime.fromtimestamp(wall, timezone.utc).isoformat()
 
@@ -400,6 +448,16 @@ def create_app(
             return unknown_node(node)
         return text_answer(writer_node_answer(store.writer_view(node)))
 
+    @app.route("/reader", methods=PROBE_METHODS)
+    def reader() -> Response:
+        return text_answer(reader_answer(store))
+
+    @app.route("/reader/<node>", methods=PROBE_METHODS)
+    def reader_node(node: str) -> Response:
+        if node not in store.nodes:
+            return unknown_node(node)
+        return text_answer(reader_node_answer(store, node))
+
     serves_page = surface != "probe"
 
     @app.route("/", methods=PROBE_METHODS)
@@ -422,7 +480,9 @@ def create_app(
 
             @app.before_request
             def require_token() -> Response | None:
-                if request.path in PROBE_PATHS or request.path.startswith(("/health/", "/writer/")):
+                if request.path in PROBE_PATHS or request.path.startswith(
+                    ("/health/", "/writer/", "/reader/")
+                ):
                     return None
                 offered = request.headers.get("Authorization", "")
                 expected = f"Bearer {status_token}"
@@ -456,6 +516,11 @@ def create_app(
             if store.writer_enabled:
                 for view in store.writer_views():
                     document["nodes"][view.node]["writer"] = writer_document(view)
+                    pod = store.pod_label(view.node)
+                    if pod is not None:
+                        document["nodes"][view.node]["writer"]["pod_label"] = pod_label_document(
+                            pod, time.monotonic()
+                        )
             if describe is not None:
                 document["agent"] = describe()
             response = jsonify(document)
@@ -473,7 +538,9 @@ def create_app(
 
     @app.errorhandler(404)
     def not_found(_: Exception) -> Response:
-        return text("not found; try /health, /readyz, /livez, /writer, /status, /metrics or /", 404)
+        return text(
+            "not found; try /health, /readyz, /livez, /writer, /reader, /status, /metrics or /", 404
+        )
 
     @app.errorhandler(405)
     def not_allowed(error: MethodNotAllowed) -> Response:

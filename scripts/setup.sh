@@ -3,7 +3,9 @@
 # mariadb-server, galera-4, rsync, iproute2, procps; a virtualenv in .venv with the package.
 # `setup.sh --test` adds what only the test suite uses: chromium + chromium-driver (the status
 # page in a headless browser), haproxy (a real load balancer in front of the test bed),
-# prometheus (promtool checks the alert rules), systemd (systemd-analyze verify of the units) and
+# prometheus (promtool checks the alert rules), systemd (systemd-analyze verify of the units),
+# etcd-server (the store of the test Kubernetes API server), nftables + socat (the Azure VM
+# port redirect, tested in network namespaces) and
 # the Python test tools (the package's [test] extra). Elsewhere it says exactly what to install.
 # Safe to run again.
 set -euo pipefail
@@ -13,7 +15,7 @@ DEBIAN_PACKAGES=(mariadb-server mariadb-client galera-4 rsync iproute2 procps py
 FOR_TESTS=0
 if [ "${1:-}" = "--test" ]; then
   FOR_TESTS=1
-  DEBIAN_PACKAGES+=(chromium chromium-driver haproxy prometheus systemd)
+  DEBIAN_PACKAGES+=(chromium chromium-driver haproxy prometheus systemd etcd-server nftables socat)
 fi
 
 missing_system() {
@@ -29,6 +31,9 @@ missing_system() {
   command -v haproxy >/dev/null 2>&1 || return 0
   command -v promtool >/dev/null 2>&1 || return 0
   command -v systemd-analyze >/dev/null 2>&1 || return 0
+  command -v etcd >/dev/null 2>&1 || return 0
+  command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || return 0
+  command -v socat >/dev/null 2>&1 || return 0
   return 1
 }
 
@@ -49,7 +54,7 @@ if missing_system; then
     echo "         ${DEBIAN_PACKAGES[*]}" >&2
     echo "setup: (mariadbd, mariadb-install-db, mariadb, /usr/lib/galera/libgalera_smm.so, rsync, ss;" >&2
     echo "setup:  for the tests also /usr/bin/chromium, /usr/bin/chromedriver, haproxy, promtool," >&2
-    echo "setup:  systemd-analyze)" >&2
+    echo "setup:  systemd-analyze, etcd, nft, socat)" >&2
     exit 1
   fi
 fi

@@ -50,6 +50,11 @@ CHECK_STYLES: dict[str, tuple[str, str]] = {
         "option httpchk GET /writer\n    http-check expect status 200",
         "check port {agent}",
     ),
+    # a read rule off the writer (--writer): 200 on a usable node that is not the writer
+    "reader": (
+        "option httpchk GET /reader\n    http-check expect status 200",
+        "check port {agent}",
+    ),
     # what most HAProxy + clustercheck setups on port 9200 have: OPTIONS / HTTP/1.0, 2xx/3xx ok
     "bare": ("option httpchk", "check port {agent}"),
     # a check on `/` (the Azure portal's default probe path)

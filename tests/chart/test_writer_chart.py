@@ -34,7 +34,9 @@ def test_writer_service_probes_writer_on_the_read_services_probe_port(helm: Helm
     assert read["metadata"]["annotations"][ANNOTATION.format(port=3306, what="port")] == node_port
     assert writer["spec"]["type"] == "LoadBalancer"
     assert writer["spec"]["externalTrafficPolicy"] == "Local"
-    assert writer["spec"]["selector"] == read["spec"]["selector"]
+    # the Galera pods, and of them only the one whose agent labelled it writer (agent.podLabel)
+    role = {"galera-health/role": "writer"}
+    assert writer["spec"]["selector"] == {**read["spec"]["selector"], **role}
     assert rendered.agent_config()["writer"] is True
 
 

@@ -14,6 +14,7 @@ from galera_health.testbed import (
     TestbedNode,
     missing_requirements,
 )
+from testkit.kube import KubeTestbed, missing_kube
 
 
 def started_testbed(attempts: int = 3, **options: object) -> GaleraTestbed:
@@ -58,6 +59,24 @@ def writer_account(cluster: GaleraTestbed) -> tuple[str, str]:
     """The user and password file of an account with the lease's grant (the monitor's password)."""
     cluster.create_account(WRITER_USER, WRITER_GRANT)
     return WRITER_USER, cluster.password_file
+
+
+@pytest.fixture(scope="session")
+def kube() -> Iterator[KubeTestbed]:
+    """A real Kubernetes control plane (etcd, kube-apiserver, the EndpointSlice controller) on
+    loopback; fails (never skips) without its binaries when Galera tests are required."""
+    problem = missing_kube()
+    if problem is not None:
+        message = f"the Kubernetes tests need a real API server: {problem}; run ./scripts/test"
+        if os.environ.get("GALERA_TESTS_REQUIRE_GALERA") == "1" or os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    control_plane = KubeTestbed()
+    try:
+        control_plane.start()
+        yield control_plane
+    finally:
+        control_plane.stop()
 
 
 @pytest.fixture

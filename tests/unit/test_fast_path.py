@@ -27,7 +27,7 @@ PATHS = [
     "/health", "/readyz", "/livez", "/health/n1", "/health/n2", "/health/n3", "/health/",
     "/health//n1", "/health/n1/", "/health/n1/x", "/Health", "/health%2Fn1", "/health/n%31",
     "/readyz/", "/livez/", "//health", "/health?x=1", "/nope", "/health/status", "/", "//",
-    "/?x=1", "/index.html",
+    "/?x=1", "/index.html", "/reader", "/reader/n1", "/reader/n9", "/reader/",
 ]  # fmt: skip
 # Flask-only pages whose bodies carry times (uptime, scrape durations): the fall-through to them
 # is checked in the second test.

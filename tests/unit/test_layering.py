@@ -39,6 +39,8 @@ def test_the_http_side_never_loads_the_mysql_driver(module: str) -> None:
     assert not {m for m in loaded if m == "mysql" or m.startswith("mysql.")}
     assert "galera_health.probe" not in loaded
     assert "galera_health.poller" not in loaded
+    # nor the Kubernetes side: the pod labeler's calls never run on an HTTP thread
+    assert not {"galera_health.kube_api", "galera_health.pod_labeler", "urllib3"} & loaded
 
 
 def test_the_poller_side_never_loads_the_web_side() -> None:

@@ -58,6 +58,17 @@ app.kubernetes.io/component: galera
 {{- end -}}
 {{- end -}}
 
+{{/* "true" when the agents label their pods with the role (agent.writer and agent.podLabel). */}}
+{{- define "galera-health.podLabelOn" -}}
+{{- and .Values.agent.writer (ne .Values.agent.podLabel "") -}}
+{{- end -}}
+
+{{/* The ServiceAccount the Galera pods run as when the agents label them: put it in your pod's
+     serviceAccountName in sidecar mode (the reference StatefulSet does). */}}
+{{- define "galera-health.serviceAccountName" -}}
+{{- printf "%s-agent" (include "galera-health.fullname" .) -}}
+{{- end -}}
+
 {{- define "galera-health.secretName" -}}
 {{- default (printf "%s-auth" (include "galera-health.fullname" .)) .Values.auth.existingSecret -}}
 {{- end -}}
@@ -120,6 +131,9 @@ Cross-field checks the JSON schema cannot express; each stops rendering with one
 {{- if not (and .Values.service.enabled (eq .Values.service.type "LoadBalancer") .Values.service.azureProbe.enabled) -}}
 {{- fail "writerService.enabled needs service.enabled, service.type=LoadBalancer and service.azureProbe.enabled: the writer Service shares the read Service's probe nodePort" -}}
 {{- end -}}
+{{- end -}}
+{{- if and .Values.readersService.enabled (ne (include "galera-health.podLabelOn" .) "true") -}}
+{{- fail "readersService.enabled needs agent.writer=true and agent.podLabel: it selects the pods the agents label standby" -}}
 {{- end -}}
 {{- if .Values.referenceStatefulSet.enabled -}}
 {{- $r := .Values.referenceStatefulSet -}}
@@ -241,6 +255,9 @@ kill_sessions = {{ $a.killSessions }}
 kill_sessions_after = {{ $a.killSessionsAfter | float64 }}
 writer = {{ $a.writer }}
 writer_priority = {{ $a.writerPriority | int }}
+{{- if eq (include "galera-health.podLabelOn" .) "true" }}
+kubernetes_pod_label = {{ $a.podLabel | quote }}
+{{- end }}
 {{- if not (kindIs "invalid" $a.status.port) }}
 status_listen = "0.0.0.0:{{ $a.status.port }}"
 {{- end }}
@@ -274,9 +291,23 @@ and add the volumes from "galera-health.volumes" to the pod.
       containerPort: {{ .Values.agent.status.port }}
       protocol: TCP
     {{- end }}
-  {{- with .Values.agent.extraEnv }}
+  {{- $podLabel := eq (include "galera-health.podLabelOn" .) "true" }}
+  {{- if or $podLabel .Values.agent.extraEnv }}
   env:
+    {{- if $podLabel }}
+    # the pod the agent labels with its role (kubernetes_pod_label), from the downward API
+    - name: POD_NAME
+      valueFrom:
+        fieldRef:
+          fieldPath: metadata.name
+    - name: POD_NAMESPACE
+      valueFrom:
+        fieldRef:
+          fieldPath: metadata.namespace
+    {{- end }}
+    {{- with .Values.agent.extraEnv }}
     {{- toYaml . | nindent 4 }}
+    {{- end }}
   {{- end }}
   livenessProbe:
     {{- include "galera-health.livenessProbe" . | nindent 4 }}
