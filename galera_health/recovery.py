@@ -9,9 +9,9 @@ with `decide`, so they cannot disagree.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 # The file the start script (or the operator on a VM) gives mariadbd --wsrep-recover as
 # --log-error, in the datadir: its "WSREP: Recovered position: uuid:seqno" line is the position
@@ -362,3 +362,78 @@ def forced(decision: Decision, force: str, reports: Sequence[NodeReport]) -> Dec
     if higher:
         return ignored(f"a higher position on {_names(higher)}")
     return Decision("bootstrap", f"forced by forceBootstrapPod at {position}", node)
+
+
+# --- the /recovery document: one mapping, used by the agent (out) and the CLI (in) ------------
+
+
+def node_document(
+    datadir_path: str | None,
+    facts: Datadir | None,
+    read_age: float | None,
+    running: bool,
+    primary: bool,
+    state: str,
+) -> dict[str, Any]:
+    """One node's entry in /recovery (docs/status.schema.json, "recovery_node")."""
+    grastate = facts.grastate if facts is not None else None
+    view = facts.gvwstate if facts is not None else None
+    position = facts.position if facts is not None else None
+    recovered = facts.recovered if facts is not None else None
+    error = facts.error if facts is not None else None
+    if datadir_path is None:
+        error = "no datadir configured (the agent's datadir setting)"
+    elif facts is None:
+        error = "not read yet"
+    return {
+        "datadir": datadir_path,
+        "read_age_seconds": None if read_age is None else round(read_age, 3),
+        "error": error,
+        "empty": facts.empty if facts is not None and error is None else None,
+        "grastate": None
+        if grastate is None
+        else {
+            "uuid": grastate.uuid,
+            "seqno": grastate.seqno,
+            "safe_to_bootstrap": grastate.safe_to_bootstrap,
+        },
+        "gvwstate": None
+        if view is None
+        else {"my_uuid": view.my_uuid, "view_id": view.view_id, "members": list(view.members)},
+        "recovered_position": None if recovered is None else str(recovered),
+        "position": None if position is None else str(position),
+        "running": running,
+        "primary": primary,
+        "state": state,
+    }
+
+
+def _position(text: Any) -> Position | None:
+    if not isinstance(text, str):
+        return None
+    uuid, _, seqno = text.rpartition(":")
+    number = _int(seqno)
+    return Position(uuid, number) if UUID_RE.match(uuid) and number is not None else None
+
+
+def report_from_document(node: str, document: Mapping[str, Any]) -> NodeReport:
+    """A node's /recovery entry (node_document's output, as JSON) back into a NodeReport."""
+    running, primary = document.get("running") is True, document.get("primary") is True
+    error = document.get("error")
+    if error is not None:
+        return NodeReport(node, True, Datadir(False, error=str(error)), running, primary)
+    grastate = document.get("grastate")
+    view = document.get("gvwstate")
+    facts = Datadir(
+        empty=document.get("empty") is True,
+        grastate=None
+        if not isinstance(grastate, dict)
+        else Grastate(
+            grastate.get("uuid"), grastate.get("seqno"), grastate.get("safe_to_bootstrap")
+        ),
+        gvwstate=None
+        if not isinstance(view, dict)
+        else Gvwstate(str(view["my_uuid"]), str(view["view_id"]), tuple(view["members"])),
+        recovered=_position(document.get("recovered_position")),
+    )
+    return NodeReport(node, True, facts, running, primary)
