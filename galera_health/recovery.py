@@ -199,21 +199,22 @@ def _names(reports: Sequence[NodeReport]) -> str:
 
 
 def _pc_recovery_view(data: Sequence[NodeReport]) -> tuple[str, list[NodeReport]] | None:
-    """The last Primary view every member of which is back with that view in gvwstate.dat."""
-    complete: list[tuple[str, list[NodeReport]]] = []
-    by_view: dict[str, list[NodeReport]] = {}
-    for report in data:
-        assert report.datadir is not None
-        view = report.datadir.gvwstate
-        if view is not None:
-            by_view.setdefault(view.view_id, []).append(report)
-    for view_id, group in by_view.items():
-        first = group[0].datadir.gvwstate if group[0].datadir else None
-        assert first is not None
-        present = {r.datadir.gvwstate.my_uuid for r in group if r.datadir and r.datadir.gvwstate}
-        if set(first.members) <= present:
-            complete.append((view_id, group))
-    return complete[0] if len(complete) == 1 else None
+    """The last Primary view, when pc.recovery will re-form it: every node with data has that
+    view in gvwstate.dat and every member of it is among them. A node with an older view
+    (killed earlier) or none (a clean stop) stops Galera from re-forming it: measured here, the
+    three then stayed non-Primary (docs/architecture.md, "Whole-cluster recovery")."""
+    views = {r.datadir.gvwstate.view_id if r.datadir and r.datadir.gvwstate else None for r in data}
+    if len(views) != 1 or None in views:
+        return None
+    (view_id,) = views
+    members = {
+        m for r in data if r.datadir and r.datadir.gvwstate for m in r.datadir.gvwstate.members
+    }
+    present = {r.datadir.gvwstate.my_uuid for r in data if r.datadir and r.datadir.gvwstate}
+    if not members <= present:
+        return None
+    assert view_id is not None
+    return view_id, list(data)
 
 
 def decide(reports: Sequence[NodeReport], assume_lost: Collection[str] = ()) -> Decision:
@@ -225,8 +226,8 @@ def decide(reports: Sequence[NodeReport], assume_lost: Collection[str] = ()) -> 
     3. every datadir empty: bootstrap the first node (a new cluster), unless a lost node may
        hold the data; an empty datadir never bootstraps while a node has data;
     4. positions of different state uuids: refuse;
-    5. every member of the last Primary view is back with gvwstate.dat: join (Galera's
-       pc.recovery re-forms it when they start normally);
+    5. every node with data has the same last Primary view in gvwstate.dat and every member
+       of it is back: join (Galera's pc.recovery re-forms it when they start normally);
     6. a node with data whose position is unknown: refuse;
     7. bootstrap the highest position; ties: the lowest ordinal (name order)."""
     if not reports:
@@ -284,15 +285,12 @@ def decide(reports: Sequence[NodeReport], assume_lost: Collection[str] = ()) -> 
     recovering = _pc_recovery_view(data)
     if recovering is not None:
         view_id, group = recovering
-        inside = [known[r.node].seqno for r in group if r.node in known]
-        outside = [p.seqno for n, p in known.items() if n not in {r.node for r in group}]
-        if not (inside and outside and max(outside) > max(inside)):
-            return Decision(
-                "join",
-                f"every member of the last Primary view ({_names(group)}, view {view_id}) "
-                "has it in gvwstate.dat: start every node normally (no --wsrep-new-cluster); "
-                "Galera's pc.recovery re-forms the Primary component",
-            )
+        return Decision(
+            "join",
+            f"every node with data ({_names(group)}) was in the last Primary view (view "
+            f"{view_id}) and has it in gvwstate.dat: start every node normally (no "
+            "--wsrep-new-cluster); Galera's pc.recovery re-forms the Primary component",
+        )
     unknown = [r for r in data if r.node not in known]
     if unknown:
         return Decision(

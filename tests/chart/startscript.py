@@ -57,7 +57,14 @@ class PodAgents:
     recovery_peers naming every pod's agent, behind a status token: what the chart renders,
     on loopback ports. `nodes` maps each pod to its mysqld address (a closed port: mysqld down)."""
 
-    def __init__(self, datadirs: dict[str, Path], nodes: dict[str, str], token: Path) -> None:
+    def __init__(
+        self,
+        datadirs: dict[str, Path],
+        nodes: dict[str, str],
+        token: Path,
+        user: str = "health",
+        extra: dict[str, list[str]] | None = None,
+    ) -> None:
         self.ports = dict(zip(datadirs, free_ports(len(datadirs)), strict=True))
         self.token = token.read_text().strip()
         peers = ",".join(f"{pod}=http://127.0.0.1:{port}" for pod, port in self.ports.items())
@@ -68,12 +75,13 @@ class PodAgents:
                 sys.executable, "-m", "galera_health", "serve",
                 "--listen", f"127.0.0.1:{port}",
                 "--node", f"local={nodes[pod]}",
-                "--user", "health",
+                "--user", user,
                 "--datadir", str(datadirs[pod]),
                 "--recovery-peers", peers,
                 "--status-token-file", str(token),
                 "--interval", "1",
                 "--drain-seconds", "0",
+                *(extra or {}).get(pod, []),
             ]  # fmt: skip
         try:
             for pod in self.ports:

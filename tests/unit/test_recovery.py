@@ -206,16 +206,28 @@ CASES: list[tuple[str, list[NodeReport], tuple[str, ...], str, str | None, str]]
         "pc.recovery",
     ),
     (
-        "pc.recovery: the view of the last two; the first left earlier",
+        "no pc.recovery while a node killed earlier keeps an older view: rank",
         [
-            up("n1", data(None, view=gvw("u1", ["u1", "u2", "u3"], "3"))),
+            up("n1", data(5, view=gvw("u1", ["u1", "u2", "u3"], "3"))),
+            up("n2", data(9, view=gvw("u2", ["u2", "u3"]))),
+            up("n3", data(9, view=gvw("u3", ["u2", "u3"]))),
+        ],
+        (),
+        "bootstrap",
+        "n2",
+        "highest position",
+    ),
+    (
+        "no pc.recovery while a node has no view (a clean stop)",
+        [
+            up("n1", data(None)),
             up("n2", data(None, view=gvw("u2", ["u2", "u3"]))),
             up("n3", data(None, view=gvw("u3", ["u2", "u3"]))),
         ],
         (),
-        "join",
+        "refuse",
         None,
-        "n2, n3",
+        "unknown",
     ),
     (
         "pc.recovery impossible: a member was wiped",
