@@ -314,3 +314,34 @@ def test_force_bootstrap_lives_outside_the_pod_template(helm: Helm) -> None:
     assert "subPath" not in mount  # a directory mount: the kubelet updates the file in place
     assert mount["mountPath"] == "/galera/bootstrap"
     assert "FORCE_BOOTSTRAP_POD" not in {e["name"] for e in db["env"]}
+
+
+def test_the_chart_gives_each_agent_its_datadir_read_only_and_every_peer(helm: Helm) -> None:
+    """The reference StatefulSet: datadir and recovery_peers (every pod's agent, on the status
+    port) in the agent's TOML; the data volume mounted read-only into the agent container only
+    for reading; the start script gets the status port and (with a token) the token by env."""
+    rendered = helm.render(
+        REFERENCE,
+        ["agent.status.port=9300", "auth.statusTokenKey=token", "auth.statusToken=t0ken"],
+    )
+    config = rendered.agent_config()
+    assert config["datadir"] == "/var/lib/mysql"
+    peers = dict(p.split("=", 1) for p in config["recovery_peers"].split(","))
+    assert list(peers) == PODS
+    assert peers[PODS[2]] == f"http://{PODS[2]}.{STATEFULSET}-headless.galera.svc:9300"
+    pod = rendered.one("StatefulSet")["spec"]["template"]["spec"]
+    agent = next(c for c in pod["containers"] if c["name"] == "galera-health")
+    (data,) = [m for m in agent["volumeMounts"] if m["name"] == "data"]
+    assert data == {"name": "data", "mountPath": "/var/lib/mysql", "readOnly": True}
+    db = next(c for c in pod["containers"] if c["name"] == "mariadb")
+    env = {e["name"]: e for e in db["env"]}
+    assert env["STATUS_PORT"]["value"] == "9300"
+    assert env["STATUS_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "token"
+    assert pod["securityContext"]["fsGroup"] == 999  # how the agent's user reads the files
+    # the peers' agents reach the status port through the NetworkPolicy
+    policy = rendered.one("NetworkPolicy")
+    status_rules = [r for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == 9300]
+    assert status_rules and any("podSelector" in f for f in status_rules[0]["from"])
+    # the old bare pod name is no longer a valid forceBootstrapPod
+    with pytest.raises(AssertionError):
+        helm.render(REFERENCE, [f"referenceStatefulSet.forceBootstrapPod={SELF}"])
