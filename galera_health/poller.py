@@ -432,9 +432,15 @@ class Poller:
 
     def decide_recovery(self) -> None:
         """The recovery job (recovery_peers): ask every peer's agent for its /recovery, as
-        `galera-health recover` does, and publish the decision; log it when it changes."""
+        `galera-health recover` does, and publish the decision; log it when it changes. Only
+        while this agent's mysqld is down (the decision is how to start it): a running node's
+        agent asks nobody, so a healthy cluster carries no recovery traffic."""
         peers = self.settings.recovery_peers
         if peers is None:
+            return
+        if any(v.verdict is not None and v.verdict.facts and v.state != "stale"
+               for v in self.store.views()):  # fmt: skip
+            self.store.clear_decision()
             return
         agents = parse_agents(peers.split(","), "recovery_peers")
         token = None

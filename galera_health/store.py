@@ -301,6 +301,10 @@ class VerdictStore:
     def publish_decision(self, decision: Decision, reports: tuple[NodeReport, ...]) -> None:
         self._decision = (decision, reports, self._clock())
 
+    def clear_decision(self) -> None:
+        """The node runs: no recovery decision to serve (its agent stops asking)."""
+        self._decision = None
+
     def decision(self) -> tuple[Decision, tuple[NodeReport, ...], float] | None:
         """The last recovery decision, the reports it was made from, and its age."""
         found = self._decision

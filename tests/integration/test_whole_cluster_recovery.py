@@ -229,10 +229,6 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
         found.stop()
 
 
-def decision_of(bed: Bed, pod: str) -> dict[str, object]:
-    return bed.agents.wait_decided(pod, lambda d: True)
-
-
 def test_6_a_primary_cluster_whose_agents_all_answer_503_is_joined(bed: Bed) -> None:
     """Maintenance on every running node: /health 503 everywhere, yet the cluster is there;
     a restarted node joins it (never a second bootstrap). Once through the Galera port, once
@@ -245,6 +241,9 @@ def test_6_a_primary_cluster_whose_agents_all_answer_503_is_joined(bed: Bed) -> 
             agent = bed.agents.agents[pod]
             agent.wait_for(lambda a: a.status == 503 and "maintenance" in a.body, timeout=15)
         bed.node_of[PODS[2]].stop()
+        # a running node's agent asks nobody: no decision, no recovery traffic
+        for pod in PODS[:2]:
+            assert (bed.agents.recovery(pod) or {"decision": 0})["decision"] is None
         assert bed.recover([PODS[2]]) == {PODS[2]: "join"}
         assert "Galera port answers: joining" in bed.outputs[PODS[2]]
         bed.node_of[PODS[2]].wait_synced(timeout=120)
