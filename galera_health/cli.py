@@ -1,7 +1,9 @@
-"""`galera-health serve | check | maintenance | demo`: argument parsing, logging, exit codes.
+"""`galera-health serve | check | maintenance | recover | demo`: argument parsing, logging,
+exit codes.
 
-Exit codes: 0 fine; 1 a node is unhealthy (check); 2 a user error (bad config, unreadable
-password file, port in use) or an agent-side access error (check), always with one clear line.
+Exit codes: 0 fine; 1 a node is unhealthy (check) or recover refuses; 2 a user error (bad
+config, unreadable password file, port in use) or an agent-side access error (check), always
+with one clear line.
 """
 
 from __future__ import annotations
@@ -32,12 +34,14 @@ from .config import (
     Settings,
     describe,
     load_settings,
+    parse_agents,
     raw_from_env,
     raw_from_toml,
 )
 from .logs import setup_logging
 from .poller import log_transition
 from .probe import probe_for
+from .recovery import Decision, NodeReport
 from .verdict import evaluate
 
 log = logging.getLogger("galera_health")
@@ -142,6 +146,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="the agent's TOML config file (or GALERA_HEALTH_CONFIG): its state_dir and nodes",
     )
 
+    recover = commands.add_parser(
+        "recover",
+        help="the whole cluster is down: ask every node's agent which node may bootstrap "
+        "(prints the decision; starts and stops nothing); exit 0 decided, 1 refused",
+    )
+    recover.add_argument(
+        "--agent",
+        action="append",
+        metavar="NAME=URL",
+        help="a node's agent (its base URL, e.g. n1=http://10.0.0.1:9200); name every node",
+    )
+    recover.add_argument(
+        "--assume-lost",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a node whose agent cannot answer and whose data is gone for good",
+    )
+    recover.add_argument(
+        "--force",
+        metavar="NODE:UUID:SEQNO",
+        default="",
+        help="bootstrap NODE if it is still at exactly this position (and none is higher)",
+    )
+    recover.add_argument("--json", action="store_true", help="one JSON document instead")
+    recover.add_argument("--token-file", help="the agents' status token (status_token_file)")
+    recover.add_argument(
+        "--timeout", type=float, default=3.0, help="seconds to wait for each agent (3)"
+    )
+
     demo = commands.add_parser("demo", help="start a local 3-node Galera cluster with agents")
     demo.add_argument("--size", type=int, default=3, help="number of Galera nodes (3)")
     demo.add_argument("--port", type=int, default=9200, help="first agent port (9200)")
@@ -225,6 +259,126 @@ def maintenance_command(args: argparse.Namespace) -> int:
     target = f"node {args.node}" if args.node else "every node"
     print(f"maintenance {args.action} for {target} ({written})")
     return 0
+
+
+def recover_command(args: argparse.Namespace) -> int:
+    """Asks, decides with the rule the agents and the start script use, prints; never acts."""
+    from .recovery import decide, forced
+    from .recovery_client import gather
+
+    if not args.agent:
+        return fail("name every node's agent: --agent n1=http://10.0.0.1:9200 --agent n2=...")
+    try:
+        agents = parse_agents(args.agent, "--agent")
+    except ConfigError as exc:
+        return fail(str(exc))
+    unknown = [name for name in args.assume_lost if name not in agents]
+    if unknown:
+        return fail(f"--assume-lost {unknown[0]}: not a node given with --agent")
+    if not 0 < args.timeout <= 60:
+        return fail("--timeout must be between 0 and 60 seconds")
+    try:
+        token = read_token(args.token_file)
+    except OSError as exc:
+        return fail(f"cannot read --token-file {args.token_file!r}: {exc.strerror}")
+    reports = gather(agents, token, args.timeout)
+    decision = forced(decide(reports, args.assume_lost), args.force, reports)
+    rows = [recovery_row(r) for r in reports]
+    command = bootstrap_command(decision, reports)
+    line = decision.line() + (f"; on {decision.node} run: {command}" if command else "")
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "nodes": rows,
+                    "decision": {
+                        "action": decision.action,
+                        "node": decision.node,
+                        "reason": decision.reason,
+                        "command": command,
+                        "line": line,
+                    },
+                },
+                indent=2,
+            )
+        )
+    else:
+        print_table(rows)
+        print(line)
+    return 1 if decision.action == "refuse" else 0
+
+
+def recovery_row(report: NodeReport) -> dict[str, Any]:
+    """node, uuid, seqno (or recovered position), safe_to_bootstrap, running, Primary."""
+    facts = report.datadir
+    grastate = facts.grastate if facts is not None else None
+    position = facts.position if facts is not None else None
+    recovered = facts is not None and facts.recovered is not None and position == facts.recovered
+    if not report.answered:
+        seqno = f"? ({report.detail})"
+    elif facts is None or facts.error:
+        seqno = f"? ({facts.error if facts else 'no datadir'})"
+    elif facts.empty:
+        seqno = "empty datadir"
+    elif position is None:
+        seqno = "unknown (-1, not recovered)"
+    else:
+        seqno = f"{position.seqno}{' (recovered)' if recovered else ''}"
+    uuid = position.uuid if position else (facts.state_uuid if facts and not facts.error else None)
+    return {
+        "node": report.node,
+        "answered": report.answered,
+        "uuid": uuid,
+        "seqno": position.seqno if position else None,
+        "recovered": recovered,
+        "position": seqno,
+        "safe_to_bootstrap": grastate.safe_to_bootstrap if grastate else None,
+        "running": report.running,
+        "primary": report.primary,
+    }
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    def word(value: Any) -> str:
+        return (
+            "-"
+            if value is None
+            else ("yes" if value is True else "no" if value is False else str(value))
+        )
+
+    header = ["node", "uuid", "seqno", "safe_to_bootstrap", "running", "Primary"]
+    table = [header] + [
+        [
+            r["node"],
+            word(r["uuid"]),
+            r["position"],
+            word(r["safe_to_bootstrap"]),
+            word(r["running"]),
+            word(r["primary"]),
+        ]
+        for r in rows
+    ]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    for line in table:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        )
+
+
+def bootstrap_command(decision: Decision, reports: Sequence[NodeReport]) -> str | None:
+    """The exact command for a VM to bootstrap the chosen node (None unless bootstrap)."""
+    if decision.action != "bootstrap":
+        return None
+    chosen = next(r for r in reports if r.node == decision.node)
+    facts = chosen.datadir
+    safe = facts is not None and facts.grastate is not None and facts.grastate.safe_to_bootstrap
+    start = "galera_new_cluster (systemd; or: mariadbd --wsrep-new-cluster)"
+    if safe or facts is None or facts.empty:
+        return start
+    return (
+        "sed -i 's/^safe_to_bootstrap: *0/safe_to_bootstrap: 1/' /var/lib/mysql/grastate.dat "
+        f"&& {start}"
+    )
 
 
 def serve(settings: Settings, reload_settings: Callable[[], Settings] | None = None) -> int:
@@ -485,6 +639,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return demo.run_demo(size=args.size, first_port=args.port)
     if args.command == "maintenance":
         return maintenance_command(args)
+    if args.command == "recover":
+        return recover_command(args)
 
     def load() -> Settings:
         return load_settings(

@@ -160,6 +160,8 @@ class Settings:
     kubernetes_api_url: str | None = None
     kubernetes_token_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
     kubernetes_ca_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+    datadir: str | None = None
+    recovery_peers: str | None = None
     config_path: str | None = None
 
     @property
@@ -264,6 +266,26 @@ def node_from(name: str, address: str, what: str) -> NodeAddress:
         return NodeAddress(name=name, unix_socket=address)
     host, port = parse_host_port(address, f"{what} (node {name})", DEFAULT_MYSQL_PORT)
     return NodeAddress(name=name, host=host, port=port)
+
+
+def parse_agents(specs: Sequence[str], what: str) -> dict[str, str]:
+    """`NAME=http://host:port` each (an agent's base URL), in the given order."""
+    agents: dict[str, str] = {}
+    for spec in specs:
+        name, sep, url = spec.strip().partition("=")
+        name, url = name.strip(), url.strip().rstrip("/")
+        if not sep or not NODE_NAME_RE.match(name):
+            raise ConfigError(f"{what}: {spec!r} is not NAME=URL, e.g. n1=http://10.0.0.1:9200")
+        if not re.match(r"^https?://[^/\s]+$", url):
+            raise ConfigError(
+                f"{what}: {url!r} of {name} is not an agent's base URL, e.g. http://10.0.0.1:9200"
+            )
+        if name in agents:
+            raise ConfigError(f"{what}: {name!r} is named twice; give each node once")
+        agents[name] = url
+    if not agents:
+        raise ConfigError(f"{what}: no agent given; expected NAME=URL")
+    return agents
 
 
 def read_option_file(path: str) -> dict[str, str]:
@@ -748,6 +770,24 @@ SETTINGS: tuple[Setting, ...] = (
         commands=SERVE,
         shown="kubernetes.ca_file",
     ),
+    Setting(
+        "datadir",
+        str,
+        "the node's datadir: read grastate.dat, gvwstate.dat and wsrep-recover.log (read-only, "
+        "in the background) and serve them on /recovery; an agent of one node only",
+        field="datadir",
+        commands=SERVE,
+        shown="recovery.datadir",
+    ),
+    Setting(
+        "recovery_peers",
+        str,
+        "NAME=URL,... of every node's agent (this one's too): /recovery then carries the "
+        "whole-cluster recovery decision, as `galera-health recover` would print it",
+        field="recovery_peers",
+        commands=SERVE,
+        shown="recovery.peers",
+    ),
 )
 KEYS: dict[str, Setting] = {setting.key: setting for setting in SETTINGS}
 
@@ -957,6 +997,14 @@ def build_settings(layers: Sequence[dict[str, Any]], need_listen: bool = True) -
         raise ConfigError(
             f"state_dir {state_dir!r} is not a directory; create it (mkdir -p) or fix the path"
         )
+
+    if raw.get("datadir") is not None and len(nodes) != 1:
+        raise ConfigError(
+            f"datadir needs an agent of exactly one node (this one has {len(nodes)}): it is "
+            "that node's datadir; run one agent per node, or leave datadir out"
+        )
+    if raw.get("recovery_peers") is not None:
+        parse_agents(raw["recovery_peers"].split(","), "recovery_peers")
 
     for setting in SETTINGS:
         if setting.choices and setting.key in raw:

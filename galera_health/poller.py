@@ -22,11 +22,13 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from . import lease, maintenance
-from .config import ConfigError, NodeAddress, Settings
+from . import lease, maintenance, recovery
+from .config import ConfigError, NodeAddress, Settings, parse_agents
+from .datadir import read_datadir
 from .lease import Failure, Identity, LeaseState, Step
 from .lease_sql import LeaseClient
 from .probe import NodeProbe, probe_for
+from .recovery_client import gather
 from .stats import PollStats
 from .store import Transition, VerdictStore
 from .verdict import Policy, ProbeError, Verdict, evaluate
@@ -267,6 +269,10 @@ class LeaseRunner:
 
 
 HOUSEKEEPING_SECONDS = 0.25
+# The datadir is read once a second (three small files): a --wsrep-recover result shows on
+# /recovery within about a second. The peers are asked every 2 s, each within its timeout.
+DATADIR_SECONDS = 1.0
+RECOVERY_SECONDS = 2.0
 LEASE_JOB = "writer "
 
 
@@ -365,6 +371,18 @@ class Poller:
             id=" housekeeping",
             next_run_time=datetime.now(timezone.utc),
         )
+        self._scheduler.add_job(
+            self.read_datadir,
+            IntervalTrigger(seconds=DATADIR_SECONDS),
+            id=" datadir",
+            next_run_time=datetime.now(timezone.utc),
+        )
+        self._scheduler.add_job(
+            self.decide_recovery,
+            IntervalTrigger(seconds=RECOVERY_SECONDS),
+            id=" recovery",
+            next_run_time=datetime.now(timezone.utc),
+        )
         self.apply_maintenance()  # before the first HTTP answer: it survives a restart
         self._scheduler.start()
 
@@ -403,6 +421,45 @@ class Poller:
         found = maintenance.scan(state_dir, self.store.nodes) if state_dir else {}
         for transition in self.store.set_maintenance(found):
             log_transition(transition)
+
+    def read_datadir(self) -> None:
+        """The datadir job: the node's Galera state files into the store (HTTP never reads
+        the disk). Nothing to do without datadir (a reload may set it)."""
+        path, nodes = self.settings.datadir, self.settings.nodes
+        if path is None or len(nodes) != 1:
+            return
+        self.store.publish_datadir(nodes[0].name, path, read_datadir(path))
+
+    def decide_recovery(self) -> None:
+        """The recovery job (recovery_peers): ask every peer's agent for its /recovery, as
+        `galera-health recover` does, and publish the decision; log it when it changes. Only
+        while this agent's mysqld is down (the decision is how to start it): a running node's
+        agent asks nobody, so a healthy cluster carries no recovery traffic."""
+        peers = self.settings.recovery_peers
+        if peers is None:
+            return
+        if any(v.verdict is not None and v.verdict.facts and v.state != "stale"
+               for v in self.store.views()):  # fmt: skip
+            self.store.clear_decision()
+            return
+        agents = parse_agents(peers.split(","), "recovery_peers")
+        token = None
+        if self.settings.status_token_file is not None:
+            try:
+                with open(self.settings.status_token_file, encoding="utf-8") as handle:
+                    token = handle.read().strip() or None
+            except OSError:
+                token = None  # the peers then answer 401, which the decision names
+        reports = tuple(gather(agents, token))
+        decision = recovery.decide(reports)
+        before = self.store.decision()
+        self.store.publish_decision(decision, reports)
+        if before is None or before[0].line() != decision.line():
+            log.info(
+                "recovery decision: %s",
+                decision.line(),
+                extra={"event": "recovery_decision", "action": decision.action},
+            )
 
     def request_reload(self) -> None:
         """From a SIGHUP handler: the housekeeping job does the work, outside the signal."""

@@ -6,7 +6,8 @@ cannot keep a node healthy: its verdict simply grows stale (fail closed).
 
 Each writer has its one narrow method: the poll job `publish`es a verdict, housekeeping
 `set_maintenance`, the SIGTERM handler `start_drain`, a reload `reconfigure`s the nodes and
-age limits, and with --writer a node's lease job `publish_lease`s its part in the election.
+age limits, with --writer a node's lease job `publish_lease`s its part in the election, and
+with datadir / recovery_peers the recovery jobs `publish_datadir` and `publish_decision`.
 Everything else is read-only.
 """
 
@@ -22,6 +23,7 @@ from . import lease
 from .lease import LeaseState
 from .maintenance import Maintenance
 from .pod_label import PodLabelState
+from .recovery import Datadir, Decision, NodeReport
 from .verdict import Verdict
 
 
@@ -88,6 +90,10 @@ class VerdictStore:
         self._writer_validity: float | None = None
         self._leases: dict[str, LeaseState] = {}
         self._pod_labels: dict[str, PodLabelState] = {}  # kubernetes_pod_label's job
+        # Whole-cluster recovery: the node's datadir as last read (with the monotonic time of
+        # the read), and the decision over every peer's agent (recovery_peers).
+        self._datadirs: dict[str, tuple[str, Datadir, float]] = {}
+        self._decision: tuple[Decision, tuple[NodeReport, ...], float] | None = None
 
     @property
     def nodes(self) -> tuple[str, ...]:
@@ -291,3 +297,30 @@ class VerdictStore:
     def writer_views(self) -> list[WriterView]:
         now = self._clock()
         return [self.writer_view(node, now) for node in self.nodes]
+
+    # --- whole-cluster recovery (datadir, recovery_peers) ------------------------------------
+
+    def publish_datadir(self, node: str, path: str, facts: Datadir) -> None:
+        """The datadir job: what the node's files said just now (an atomic reference swap)."""
+        self._datadirs[node] = (path, facts, self._clock())
+
+    def datadir(self, node: str) -> tuple[str | None, Datadir | None, float | None]:
+        """The node's datadir path, facts and their age in seconds; Nones before a read."""
+        found = self._datadirs.get(node)
+        if found is None:
+            return None, None, None
+        return found[0], found[1], self._clock() - found[2]
+
+    def publish_decision(self, decision: Decision, reports: tuple[NodeReport, ...]) -> None:
+        self._decision = (decision, reports, self._clock())
+
+    def clear_decision(self) -> None:
+        """The node runs: no recovery decision to serve (its agent stops asking)."""
+        self._decision = None
+
+    def decision(self) -> tuple[Decision, tuple[NodeReport, ...], float] | None:
+        """The last recovery decision, the reports it was made from, and its age."""
+        found = self._decision
+        if found is None:
+            return None
+        return found[0], found[1], self._clock() - found[2]

@@ -23,6 +23,8 @@ from . import __version__
 from .facts import DRIVER_MODE
 from .metrics import make_registry
 from .pod_label import PodLabelState
+from .recovery import NodeReport, forced
+from .recovery import node_document as recovery_node_document
 from .stats import PollStats
 from .status_page import StatusPage
 from .store import NodeView, VerdictStore, WriterView
@@ -343,6 +345,57 @@ def pod_label_document(state: PodLabelState, now: float) -> dict[str, Any]:
     }
 
 
+def recovery_document(store: VerdictStore, force: str = "") -> dict[str, Any]:
+    """/recovery: each node's Galera position from its datadir (read by a background job),
+    whether mysqld answers and whether it is in a Primary component (from the last poll, while
+    fresh), and with recovery_peers the whole cluster's recovery decision (with `force`, the
+    start script's forceBootstrapPod, applied by recovery.forced: no I/O here)."""
+    nodes: dict[str, Any] = {}
+    for view in store.views():
+        facts = view.verdict.facts if view.verdict is not None else {}
+        fresh = view.state != "stale"
+        path, datadir, age = store.datadir(view.node)
+        nodes[view.node] = recovery_node_document(
+            path,
+            datadir,
+            age,
+            running=fresh and bool(facts),
+            primary=fresh and facts.get("wsrep_cluster_status") == "Primary",
+            state=view.state,
+        )
+    document: dict[str, Any] = {"version": __version__, "nodes": nodes, "decision": None}
+    found = store.decision()
+    if found is not None:
+        decision, reports, age = found
+        decision = forced(decision, force, reports)
+        document["decision"] = {
+            "action": decision.action,
+            "node": decision.node,
+            "reason": decision.reason,
+            "line": decision.line(),
+            "age_seconds": round(age, 3),
+            "reports": [report_row(r) for r in reports],
+        }
+    return document
+
+
+def report_row(report: NodeReport) -> dict[str, Any]:
+    """One node as the decision saw it (a row of `galera-health recover`'s table)."""
+    facts = report.datadir
+    grastate = facts.grastate if facts is not None else None
+    position = facts.position if facts is not None else None
+    return {
+        "node": report.node,
+        "answered": report.answered,
+        "detail": report.detail or (facts.error if facts is not None else None) or None,
+        "empty": facts.empty if facts is not None else None,
+        "position": None if position is None else str(position),
+        "safe_to_bootstrap": grastate.safe_to_bootstrap if grastate is not None else None,
+        "running": report.running,
+        "primary": report.primary,
+    }
+
+
 def iso(wall: float | None) -> str | None:
     return None if wall is None else datetime.fromtimestamp(wall, timezone.utc).isoformat()
 
@@ -527,6 +580,10 @@ def create_app(
             response.status_code = 200
             return response
 
+        @app.get("/recovery")
+        def recovery() -> Response:
+            return jsonify(recovery_document(store, request.args.get("force", "")))
+
         @app.get("/metrics")
         def metrics() -> Response:
             try:
@@ -539,7 +596,9 @@ def create_app(
     @app.errorhandler(404)
     def not_found(_: Exception) -> Response:
         return text(
-            "not found; try /health, /readyz, /livez, /writer, /reader, /status, /metrics or /", 404
+            "not found; try /health, /readyz, /livez, /writer, /reader, /status, /recovery, "
+            "/metrics or /",
+            404,
         )
 
     @app.errorhandler(405)

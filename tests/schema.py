@@ -29,3 +29,7 @@ def validate_status(document: dict[str, Any]) -> None:
 
 def validate_health(document: dict[str, Any]) -> None:
     schema_validator("health_json").validate(document)
+
+
+def validate_recovery(document: dict[str, Any]) -> None:
+    schema_validator("recovery").validate(document)

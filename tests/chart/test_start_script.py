@@ -1,15 +1,20 @@
-"""The reference StatefulSet's start.sh decision table, by running the rendered script.
+"""The reference StatefulSet's start.sh, by running the rendered script against real agents.
 
-Each case sets up one pod's grastate.dat (or an empty datadir), the bootstrap ConfigMap's
-force-bootstrap-pod file and fake peer agents on loopback, runs the real script under bash and
-checks what it hands to the image's entrypoint. The rule under test: a peer whose agent answers
-200 always wins, so no setting can bootstrap a second cluster next to a running one. The crash
-case with no peer (mariadbd --wsrep-recover on a real datadir) runs against the Galera test bed
-in tests/integration/test_chart_contract.py.
+Each pod has a real agent (`galera-health serve` with datadir and recovery_peers, as the chart
+renders it, behind the status token); mysqld is down everywhere (a crash or a full stop), and
+each test writes the pods' grastate.dat (or leaves a datadir empty). The script asks its agent's
+/recovery (the shared rule of galera_health/recovery.py) and probes the peers' Galera ports, and
+either hands mariadbd its arguments (join, or bootstrap with --wsrep-new-cluster) or keeps
+waiting, saying why. The crash cases with real positions (mariadbd --wsrep-recover) and real
+joins run on real Galera nodes in tests/integration/test_whole_cluster_recovery.py.
 """
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,16 +26,23 @@ from .helm import CHART, Helm
 from .startscript import (
     STATEFULSET,
     Node,
-    fake_peers,
+    Outcome,
+    PodAgents,
     mount_namespace_available,
+    peer_address,
     render_start_script,
     run_start_script,
+    start_script,
+    stop_script,
+    wait_output,
 )
 
 REFERENCE = [CHART / "ci" / "reference-statefulset-values.yaml"]
 UUID = "4c2c9a3e-0b1e-11ef-8b7c-6f2d2d0b0b0b"
-SELF = f"{STATEFULSET}-0"
-OTHER = f"{STATEFULSET}-2"
+OTHER_UUID = "9d1e0c7a-0b1e-11ef-8b7c-6f2d2d0b0b0b"
+PODS = [f"{STATEFULSET}-{i}" for i in range(3)]
+SELF = PODS[0]
+TOKEN = "start-script-token"
 
 
 @pytest.fixture(scope="module")
@@ -40,164 +52,296 @@ def script(helm: Helm) -> str:
     return render_start_script(helm, REFERENCE)
 
 
+class Pods:
+    def __init__(self, base: Path) -> None:
+        self.nodes = {pod: Node(base / pod, hostname=pod) for pod in PODS}
+        token = base / "token"
+        token.write_text(TOKEN + "\n")
+        closed = free_ports(len(PODS))
+        # The peers' Galera port: bound here and not listening (connecting is refused), so no
+        # other process on the machine can take it on 0.0.0.0 while these tests run.
+        self.galera_port = free_ports(1)[0]
+        self.galera: list[socket.socket] = [self.hold(i) for i in range(len(PODS))]
+        self.agents = PodAgents(
+            {pod: node.datadir for pod, node in self.nodes.items()},
+            {pod: f"127.0.0.1:{port}" for pod, port in zip(PODS, closed, strict=True)},
+            token,
+        )
+
+    def hold(self, ordinal: int) -> socket.socket:
+        held = socket.socket()
+        held.bind((peer_address(ordinal), self.galera_port))
+        return held
+
+    def galera_answers(self, ordinal: int) -> Iterator[None]:
+        """A peer's Galera port accepts connections (its mariadbd runs), for the `with`."""
+        self.galera[ordinal].listen(8)
+        try:
+            yield
+        finally:
+            self.galera[ordinal].close()
+            self.galera[ordinal] = self.hold(ordinal)
+
+    def reset(self) -> None:
+        for pod, node in self.nodes.items():
+            shutil.rmtree(node.datadir)
+            node.datadir.mkdir()
+            node.force_bootstrap_pod = ""
+            (node.rundir / "entrypoint-args").unlink(missing_ok=True)
+            if pod not in self.agents.agents:
+                self.agents.start(pod)
+
+    def state(self, **positions: tuple[int, int] | tuple[int, int, str] | None) -> None:
+        """pod ordinal "p0".. -> (seqno, safe_to_bootstrap[, uuid]) or None (empty); then wait
+        until every agent decided from exactly these positions."""
+        expected = {}
+        for key, value in positions.items():
+            pod = PODS[int(key[1:])]
+            if value is None:
+                expected[pod] = None
+                continue
+            uuid = value[2] if len(value) == 3 else UUID  # type: ignore[misc]
+            self.nodes[pod].grastate(seqno=value[0], safe_to_bootstrap=value[1], uuid=uuid)
+            expected[pod] = f"{uuid}:{value[0]}" if value[0] >= 0 else None
+        for pod in self.agents.agents:
+            self.agents.wait_decided(
+                pod,
+                lambda d: all(
+                    r["position"] == expected[r["node"]]
+                    for r in d["reports"]
+                    if r["answered"] and r["node"] in expected
+                ),
+            )
+
+    def lose(self, pod: str) -> None:
+        """Stop a pod's agent and wait until every other agent's decision says so."""
+        self.agents.stop(pod)
+        for other in self.agents.agents:
+            self.agents.wait_decided(
+                other, lambda d: any(r["node"] == pod and not r["answered"] for r in d["reports"])
+            )
+
+    def peers_of(self, pod: str) -> str:
+        return " ".join(
+            f"{peer_address(i)}:{self.galera_port}" for i, p in enumerate(PODS) if p != pod
+        )
+
+    def run(self, script: str, pod: str, force: str = "") -> Outcome:
+        node = self.nodes[pod]
+        node.force_bootstrap_pod = force
+        return run_start_script(
+            script,
+            node,
+            self.agents.ports[pod],
+            galera_peers=self.peers_of(pod),
+            status_token=TOKEN,
+        )
+
+    def start(self, script: str, pod: str, force: str = "") -> tuple[subprocess.Popen[str], Path]:
+        node = self.nodes[pod]
+        node.force_bootstrap_pod = force
+        return start_script(
+            script,
+            node,
+            self.agents.ports[pod],
+            galera_peers=self.peers_of(pod),
+            status_token=TOKEN,
+        )
+
+
+@pytest.fixture(scope="module")
+def all_pods(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pods]:
+    pods = Pods(tmp_path_factory.mktemp("pods"))
+    try:
+        yield pods
+    finally:
+        pods.agents.stop()
+        for held in pods.galera:
+            held.close()
+
+
 @pytest.fixture
-def port() -> Iterator[int]:
-    yield free_ports(1)[0]
+def pods(all_pods: Pods) -> Pods:
+    all_pods.reset()
+    return all_pods
 
 
-# (case, grastate (seqno, safe) or None = empty datadir, force file, peer statuses, ordinal,
-#  expected: bootstrap?, text in the output)
-CASES = [
-    (
-        "force set, a peer healthy: join",
-        (120, 0),
-        SELF,
-        {1: 200, 2: 503},
-        0,
-        False,
-        "NOT force-bootstrapping",
-    ),
-    (
-        "force set, peers unhealthy: bootstrap",
-        (-1, 0),
-        SELF,
-        {1: 503, 2: 503},
-        0,
-        True,
-        "forced bootstrap",
-    ),
-    ("force set, peers down: bootstrap", (120, 0), SELF, {}, 0, True, "forced bootstrap"),
-    (
-        "force names another pod: join, print position",
-        (120, 0),
-        OTHER,
-        {},
-        0,
-        False,
-        f"position {UUID}:120",
-    ),
-    (
-        "safe_to_bootstrap, a peer healthy: join",
-        (130, 1),
-        "",
-        {2: 200},
-        0,
-        False,
-        "is healthy: joining",
-    ),
-    (
-        "safe_to_bootstrap, no peer: bootstrap",
-        (130, 1),
-        "",
-        {1: 503},
-        0,
-        True,
-        "safe_to_bootstrap: 1",
-    ),
-    (
-        "empty datadir on bootstrapOrdinal, no peer: new cluster",
-        None,
-        "",
-        {},
-        0,
-        True,
-        "empty datadir",
-    ),
-    (
-        "empty datadir on bootstrapOrdinal, a peer healthy: join",
-        None,
-        "",
-        {1: 200},
-        0,
-        False,
-        "is healthy: joining",
-    ),
-    ("empty datadir elsewhere, no peer: join and wait", None, "", {}, 1, False, "position none"),
-    (
-        "crash (seqno -1), a peer healthy: join, no recovery",
-        (-1, 0),
-        "",
-        {1: 200},
-        0,
-        False,
-        "is healthy: joining",
-    ),
-]
-
-
-@pytest.mark.parametrize(
-    ("case", "grastate", "force", "peers", "ordinal", "bootstraps", "text"),
-    CASES,
-    ids=[c[0] for c in CASES],
-)
-def test_start_script_decision_table(
-    script: str,
-    port: int,
-    tmp_path: Path,
-    case: str,
-    grastate: tuple[int, int] | None,
-    force: str,
-    peers: dict[int, int],
-    ordinal: int,
-    bootstraps: bool,
-    text: str,
-) -> None:
-    node = Node(tmp_path, hostname=f"{STATEFULSET}-{ordinal}", force_bootstrap_pod=force)
-    if grastate is not None:
-        node.grastate(seqno=grastate[0], safe_to_bootstrap=grastate[1], uuid=UUID)
-    before = (node.datadir / "grastate.dat").read_text() if grastate else None
-    with fake_peers(peers, port):
-        outcome = run_start_script(script, node, port)
-    assert outcome.returncode == 0, outcome.output
-    assert outcome.bootstraps is bootstraps, (case, outcome.output)
-    assert text in outcome.output, (case, outcome.output)
-    assert outcome.args is not None
-    assert f"--wsrep-node-name={node.hostname}" in outcome.args
-    assert outcome.args[0] == "mariadbd"
-    # the SST account's password is in a 0600 file, never in the arguments
-    assert not any("ci-root-password" in a for a in outcome.args)
-    sst = node.rundir / "sst.cnf"
-    assert "ci-root-password" in sst.read_text() and (sst.stat().st_mode & 0o077) == 0
-    grastate_now = (node.datadir / "grastate.dat").read_text() if grastate else None
-    if "forced bootstrap" in text and grastate is not None:
-        assert "safe_to_bootstrap: 1" in str(grastate_now)
-    else:
-        assert grastate_now == before  # joining or a safe bootstrap never edits grastate.dat
-    # recovery (mariadbd --wsrep-recover) runs only when no peer is healthy and not bootstrapping
-    assert not (node.rundir / "wsrep-recover.log").exists()
-
-
-def test_a_peer_that_accepts_but_never_answers_is_not_healthy(
-    script: str, port: int, tmp_path: Path
-) -> None:
-    """A hung peer (a frozen node's agent, a black-holed pod) must not block the start or count
-    as healthy: each peer gets 2 s."""
-    import socket
-
-    node = Node(tmp_path, force_bootstrap_pod=SELF)
-    node.grastate(seqno=5, safe_to_bootstrap=0, uuid=UUID)
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.3", port))
-        silent.listen(8)
-        outcome = run_start_script(script, node, port)
+def assert_bootstraps(outcome: Outcome, text: str) -> None:
     assert outcome.returncode == 0, outcome.output
     assert outcome.bootstraps, outcome.output
+    assert text in outcome.output, outcome.output
+    assert outcome.args is not None and outcome.args[0] == "mariadbd"
+    assert not any(TOKEN in a or "ci-root-password" in a for a in outcome.args)
+
+
+def waits(pods: Pods, script: str, pod: str, text: str, force: str = "") -> str:
+    process, output = pods.start(script, pod, force)
+    try:
+        return wait_output(process, output, text)
+    finally:
+        stop_script(process)
+        assert not (pods.nodes[pod].rundir / "entrypoint-args").exists(), output.read_text()
+
+
+def test_the_most_advanced_pod_bootstraps_and_the_others_wait(script: str, pods: Pods) -> None:
+    pods.state(p0=(10, 0), p1=(12, 0), p2=(11, 1))
+    waits(pods, script, PODS[2], f"waiting for {PODS[1]} to bootstrap")
+    waits(pods, script, PODS[0], f"waiting for {PODS[1]} to bootstrap")
+    outcome = pods.run(script, PODS[1])
+    assert_bootstraps(outcome, f"bootstrap {PODS[1]}: highest position {UUID}:12")
+    # Galera refuses --wsrep-new-cluster without it: the script sets it on the chosen pod only
+    assert "safe_to_bootstrap: 1" in (pods.nodes[PODS[1]].datadir / "grastate.dat").read_text()
+    sst = pods.nodes[PODS[1]].rundir / "sst.cnf"
+    assert "ci-root-password" in sst.read_text() and (sst.stat().st_mode & 0o077) == 0
+
+
+def test_a_new_cluster_is_bootstrapped_by_the_first_pod(script: str, pods: Pods) -> None:
+    pods.state(p0=None, p1=None, p2=None)
+    waits(pods, script, PODS[1], f"waiting for {PODS[0]} to bootstrap")
+    assert_bootstraps(pods.run(script, PODS[0]), "every datadir is empty")
+
+
+def test_an_empty_datadir_never_bootstraps_while_a_peer_has_data(script: str, pods: Pods) -> None:
+    pods.state(p0=None, p1=(7, 0), p2=(8, 0))
+    waits(pods, script, PODS[0], f"waiting for {PODS[2]} to bootstrap")
+    assert_bootstraps(pods.run(script, PODS[2]), f"highest position {UUID}:8")
+
+
+def test_an_empty_datadir_never_bootstraps_while_a_peer_cannot_be_asked(
+    script: str, pods: Pods
+) -> None:
+    pods.state(p0=None, p1=None, p2=None)
+    pods.lose(PODS[2])
+    waits(pods, script, PODS[0], f"waiting, refuse: cannot ask {PODS[2]}")
+
+
+def test_a_refusal_waits_until_the_operator_forces_the_position_seen(
+    script: str, pods: Pods
+) -> None:
+    """A pod lost for good: the rule refuses; forceBootstrapPod pod:uuid:seqno with the
+    position the operator saw bootstraps it, read while the script waits (no restart)."""
+    pods.state(p0=(10, 0), p1=(12, 0), p2=(11, 0))
+    pods.lose(PODS[2])
+    process, output = pods.start(script, PODS[1])
+    try:
+        wait_output(process, output, f"waiting, refuse: cannot ask {PODS[2]}")
+        (pods.nodes[PODS[1]].bootstrap_dir / "force-bootstrap-pod").write_text(
+            f"{PODS[1]}:{UUID}:12\n"
+        )
+        process.wait(timeout=30)
+    finally:
+        stop_script(process)
+    text = output.read_text()
+    assert f"bootstrap {PODS[1]}: forced by forceBootstrapPod at {UUID}:12" in text, text
+    assert "--wsrep-new-cluster" in (pods.nodes[PODS[1]].rundir / "entrypoint-args").read_text()
+
+
+def test_a_stale_force_bootstrap_pod_is_ignored_loudly(script: str, pods: Pods) -> None:
+    """Left set from an earlier recovery: the position differs now, so it is ignored and the
+    rule's own choice stands."""
+    pods.state(p0=(10, 0), p1=(12, 0), p2=(11, 1))
+    stale = f"{PODS[0]}:{UUID}:9"
+    seen = waits(pods, script, PODS[0], f"waiting for {PODS[1]} to bootstrap", force=stale)
+    assert f"forceBootstrapPod '{stale}' IGNORED ({PODS[0]} is at {UUID}:10, not {UUID}:9)" in seen
+    # the old bare-pod form names no position: ignored too
+    seen = waits(pods, script, PODS[2], f"waiting for {PODS[1]} to bootstrap", force=PODS[2])
+    assert "IGNORED (expected pod:uuid:seqno" in seen
+
+
+def test_two_pods_that_could_both_bootstrap_start_at_once_exactly_one_does(
+    script: str, pods: Pods
+) -> None:
+    pods.state(p0=(5, 0), p1=(12, 1), p2=(12, 1))
+    started = [pods.start(script, pod) for pod in (PODS[2], PODS[1])]
+    try:
+        second, first = started
+        first[0].wait(timeout=30)
+        wait_output(*second, f"waiting for {PODS[1]} to bootstrap")
+    finally:
+        for process, _ in started:
+            stop_script(process)
+    assert "--wsrep-new-cluster" in (pods.nodes[PODS[1]].rundir / "entrypoint-args").read_text()
+    assert not (pods.nodes[PODS[2]].rundir / "entrypoint-args").exists()
+
+
+def test_different_uuids_refuse(script: str, pods: Pods) -> None:
+    pods.state(p0=(10, 0), p1=(12, 0, OTHER_UUID), p2=(11, 0))
+    waits(pods, script, PODS[1], "waiting, refuse: the nodes hold different clusters' data")
+
+
+def test_a_peers_galera_port_answering_means_join_without_recovery(script: str, pods: Pods) -> None:
+    pods.state(p0=(-1, 0), p1=(12, 1), p2=(11, 0))
+    with contextlib.contextmanager(pods.galera_answers)(1):
+        outcome = pods.run(script, PODS[0])
+    assert outcome.returncode == 0 and not outcome.bootstraps, outcome.output
+    assert "Galera port answers: joining" in outcome.output
+    # a running cluster: no --wsrep-recover, nothing written to the datadir
+    assert not (pods.nodes[PODS[0]].datadir / "wsrep-recover.log").exists()
+
+
+def test_a_hung_agent_does_not_block_the_script(script: str, tmp_path: Path) -> None:
+    """The local agent accepts and never answers: the script keeps waiting and says so."""
+    node = Node(tmp_path, hostname=SELF)
+    node.grastate(seqno=5, safe_to_bootstrap=1, uuid=UUID)
+    port = free_ports(1)[0]
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", port))
+        silent.listen(8)
+        process, output = start_script(
+            script, node, port, galera_peers=f"127.0.0.3:{free_ports(1)[0]}"
+        )
+        try:
+            wait_output(process, output, "waiting for the agent's recovery decision", timeout=30)
+        finally:
+            stop_script(process)
+    assert not (node.rundir / "entrypoint-args").exists()
 
 
 def test_force_bootstrap_lives_outside_the_pod_template(helm: Helm) -> None:
     """Changing forceBootstrapPod changes only the bootstrap ConfigMap: no rolling update (which
     would stall behind the unready pods of a crashed cluster)."""
     plain = helm.render(REFERENCE)
-    forced = helm.render(REFERENCE, [f"referenceStatefulSet.forceBootstrapPod={SELF}"])
+    forced = helm.render(REFERENCE, [f"referenceStatefulSet.forceBootstrapPod={SELF}:{UUID}:7"])
     assert plain.one("StatefulSet") == forced.one("StatefulSet")
     assert plain.one("ConfigMap", f"{STATEFULSET}-galera") == forced.one(
         "ConfigMap", f"{STATEFULSET}-galera"
     )
     cm = forced.one("ConfigMap", f"{STATEFULSET}-bootstrap")
-    assert cm["data"]["force-bootstrap-pod"] == SELF
+    assert cm["data"]["force-bootstrap-pod"] == f"{SELF}:{UUID}:7"
     pod = forced.one("StatefulSet")["spec"]["template"]["spec"]
     (db,) = [c for c in pod["containers"] if c["name"] == "mariadb"]
     mount = next(m for m in db["volumeMounts"] if m["name"] == "galera-bootstrap")
     assert "subPath" not in mount  # a directory mount: the kubelet updates the file in place
     assert mount["mountPath"] == "/galera/bootstrap"
     assert "FORCE_BOOTSTRAP_POD" not in {e["name"] for e in db["env"]}
+
+
+def test_the_chart_gives_each_agent_its_datadir_read_only_and_every_peer(helm: Helm) -> None:
+    """The reference StatefulSet: datadir and recovery_peers (every pod's agent, on the status
+    port) in the agent's TOML; the data volume mounted read-only into the agent container only
+    for reading; the start script gets the status port and (with a token) the token by env."""
+    rendered = helm.render(
+        REFERENCE,
+        ["agent.status.port=9300", "auth.statusTokenKey=token", "auth.statusToken=t0ken"],
+    )
+    config = rendered.agent_config()
+    assert config["datadir"] == "/var/lib/mysql"
+    peers = dict(p.split("=", 1) for p in config["recovery_peers"].split(","))
+    assert list(peers) == PODS
+    assert peers[PODS[2]] == f"http://{PODS[2]}.{STATEFULSET}-headless.galera.svc:9300"
+    pod = rendered.one("StatefulSet")["spec"]["template"]["spec"]
+    agent = next(c for c in pod["containers"] if c["name"] == "galera-health")
+    (data,) = [m for m in agent["volumeMounts"] if m["name"] == "data"]
+    assert data == {"name": "data", "mountPath": "/var/lib/mysql", "readOnly": True}
+    db = next(c for c in pod["containers"] if c["name"] == "mariadb")
+    env = {e["name"]: e for e in db["env"]}
+    assert env["STATUS_PORT"]["value"] == "9300"
+    assert env["STATUS_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "token"
+    assert pod["securityContext"]["fsGroup"] == 999  # how the agent's user reads the files
+    # the peers' agents reach the status port through the NetworkPolicy
+    policy = rendered.one("NetworkPolicy")
+    status_rules = [r for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == 9300]
+    assert status_rules and any("podSelector" in f for f in status_rules[0]["from"])
+    # the old bare pod name is no longer a valid forceBootstrapPod
+    with pytest.raises(AssertionError):
+        helm.render(REFERENCE, [f"referenceStatefulSet.forceBootstrapPod={SELF}"])

@@ -416,3 +416,52 @@ def test_install_and_rotation_lines_give_a_password_the_agent_user_reads(
     run(rotation[1])
     assert read_as_agent() == "second-password"  # the same reader the agent calls per reconnect
     assert stat.S_IMODE(password.stat().st_mode) == 0o640
+
+
+def read_as(uid: int, path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [tool("setpriv"), f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "cat", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_datadir_acls_let_the_agent_read_the_galera_state_files_and_nothing_below() -> None:
+    """tmpfiles.d's ACLs, applied by the real systemd-tmpfiles to a root with a datadir like
+    Debian's (0755, files 0660 of another user): the agent's user reads grastate.dat and the
+    files MariaDB creates at the top later (wsrep-recover.log), never a database directory's.
+    (systemd-tmpfiles resolves ACL user names with the host's NSS, so the test names the
+    agent's uid from the root's sysusers.d.)"""
+    root = Path(tempfile.mkdtemp(prefix="galera-health-acl-"))
+    try:
+        root.chmod(0o755)
+        (root / "etc").mkdir()
+        subprocess.run([tool("systemd-sysusers"), f"--root={root}", str(SYSUSERS)], check=True)
+        uid = user_id(root, "galera-health")
+        datadir = root / "var" / "lib" / "mysql"
+        datadir.mkdir(parents=True)
+        for part in (root / "var", root / "var" / "lib", datadir):
+            part.chmod(0o755)
+        grastate = datadir / "grastate.dat"
+        grastate.write_text("seqno: 5\n")
+        grastate.chmod(0o660)
+        assert read_as(uid, grastate).returncode != 0  # before: not the agent's
+        config = root / "tmpfiles.conf"
+        config.write_text(TMPFILES.read_text().replace("u:galera-health:", f"u:{uid}:"))
+        subprocess.run(
+            [tool("systemd-tmpfiles"), "--create", f"--root={root}", str(config)], check=True
+        )
+        assert read_as(uid, grastate).stdout == "seqno: 5\n"
+        log = datadir / "wsrep-recover.log"  # created later, the way mariadbd creates files
+        fd = os.open(log, os.O_CREAT | os.O_WRONLY, 0o660)
+        os.write(fd, b"WSREP: Recovered position: x\n")
+        os.close(fd)
+        assert "Recovered position" in read_as(uid, log).stdout
+        database = datadir / "shop"
+        database.mkdir(mode=0o700)
+        (database / "orders.ibd").write_text("rows")
+        assert read_as(uid, database / "orders.ibd").returncode != 0
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -39,7 +39,7 @@ from galera_health.testbed import GaleraTestbed, free_ports
 from testkit.agent import AgentProcess, Answer
 
 from ..chart.helm import CHART, Helm, Rendered, helm_or_skip
-from ..chart.startscript import Node, run_start_script
+from ..chart.startscript import Node, start_script, stop_script, wait_output
 
 pytestmark = pytest.mark.galera
 
@@ -343,9 +343,9 @@ def test_changed_values_reach_the_running_agent_through_the_directory_mount(
 def test_start_script_finds_a_killed_nodes_position_with_wsrep_recover(
     helm: Helm, synced_cluster: GaleraTestbed
 ) -> None:
-    """After a crash grastate.dat says seqno -1; with no healthy peer the rendered start.sh runs
-    the real mariadbd --wsrep-recover on the node's datadir and prints its real position, which
-    is how the most advanced node is found (docs/kubernetes.md)."""
+    """After a crash grastate.dat says seqno -1; with no peer running the rendered start.sh runs
+    the real mariadbd --wsrep-recover on the node's datadir, prints its real position and leaves
+    the log in the datadir for its agent (then waits for the agent's decision)."""
     script = helm.render([VALUES]).one("ConfigMap", "db-galera-health-galera")["data"]["start.sh"]
     writer, victim = synced_cluster.node("n1"), synced_cluster.node("n3")
     writer.sql("CREATE DATABASE IF NOT EXISTS chart_contract_recover")
@@ -375,13 +375,17 @@ def test_start_script_finds_a_killed_nodes_position_with_wsrep_recover(
             f' --defaults-file={victim.config_file} --user=mysql "$@"\n'
         )
         wrapper.chmod(0o755)
-        outcome = run_start_script(
-            script, node, free_ports(1)[0], extra_path=f"{tools}:", timeout=180
+        process, output = start_script(
+            script, node, free_ports(1)[0], extra_path=f"{tools}:", galera_peers="127.0.0.3:1"
         )
-        assert outcome.returncode == 0, outcome.output
-        assert not outcome.bootstraps, outcome.output  # no peer healthy, no safe node: wait
-        assert f"position {expected_uuid}:{expected_seqno} " in outcome.output, outcome.output
-        assert "Recovered position" in (node.rundir / "wsrep-recover.log").read_text()
+        try:
+            seen = wait_output(process, output, "(uuid:seqno) of", timeout=180)
+        finally:
+            stop_script(process)
+        assert f"position {expected_uuid}:{expected_seqno} " in seen, seen
+        # the log stays in the datadir, where the node's agent reads the position (datadir)
+        assert "Recovered position" in Path(victim.datadir, "wsrep-recover.log").read_text()
+        assert not (node.rundir / "entrypoint-args").exists()  # no agent decided: it waits
     finally:
         victim.start()
         victim.wait_synced()

@@ -333,7 +333,7 @@ def test_describe_shows_every_setting_it_describes_and_no_secret(password_file: 
         "kill_sessions", "kill_sessions_after_seconds", "tls", "status_listen", "status_token",
         "status_tls", "agent_check_listen", "config_path", "backoff_max_seconds",
         "stuck_after_seconds", "listen", "log_level", "log_format", "driver_mode", "writer",
-        "kubernetes",
+        "kubernetes", "recovery",
     }  # fmt: skip
     assert document["writer"] == {
         "enabled": False, "priority": 0, "interval_seconds": 1.0, "takeover_seconds": 3.0,

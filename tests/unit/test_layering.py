@@ -31,6 +31,7 @@ def modules_loaded_by(module: str) -> set[str]:
         "galera_health.store",
         "galera_health.stats",
         "galera_health.facts",
+        "galera_health.recovery",
     ],
 )
 def test_the_http_side_never_loads_the_mysql_driver(module: str) -> None:

@@ -264,6 +264,16 @@ status_listen = "0.0.0.0:{{ $a.status.port }}"
 {{- if .Values.auth.statusTokenKey }}
 status_token_file = "{{ include "galera-health.secretDir" . }}/{{ .Values.auth.statusTokenKey }}"
 {{- end }}
+{{- if .Values.referenceStatefulSet.enabled }}
+{{- $fullname := include "galera-health.fullname" . }}
+{{- $port := include "galera-health.statusPort" . }}
+# Whole-cluster recovery (docs/architecture.md): the node's datadir, mounted read-only into this
+# container, and every pod's agent; the start script follows the decision on /recovery.
+datadir = "/var/lib/mysql"
+recovery_peers = "{{ range $i, $_ := until (int .Values.referenceStatefulSet.replicas) }}{{ if $i }},{{ end }}{{ $fullname }}-{{ $i }}=http://{{ $fullname }}-{{ $i }}.{{ $fullname }}-headless.{{ $.Release.Namespace }}.svc:{{ $port }}{{ end }}"
+{{- else if .Values.agent.datadir }}
+datadir = {{ .Values.agent.datadir | quote }}
+{{- end }}
 
 [nodes]
 {{ $a.nodeName }} = {{ $a.nodeAddress | quote }}
@@ -327,6 +337,13 @@ and add the volumes from "galera-health.volumes" to the pod.
     {{- if .Values.agent.socketDir }}
     - name: mysqld-socket
       mountPath: {{ .Values.agent.socketDir }}
+    {{- end }}
+    {{- if .Values.referenceStatefulSet.enabled }}
+    # grastate.dat, gvwstate.dat, wsrep-recover.log: read-only, and readable through the pod's
+    # fsGroup (mariadbd writes them 0660 in the fsGroup-owned volume); nothing else is granted.
+    - name: data
+      mountPath: /var/lib/mysql
+      readOnly: true
     {{- end }}
 {{- end -}}
 
