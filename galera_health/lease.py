@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from .config import LEASE_MARGIN
+
 
 @dataclass(frozen=True)
 class LeaseRow:
@@ -26,6 +28,11 @@ class LeaseRow:
     next_holder: str = ""  # a node of higher priority asking for the role (failback)
     next_holder_id: str = ""
     next_priority: int = 0
+    # The holder's promise: it answers 200 at most this long (ms) after the start of a renewal
+    # (its writer_validity), written with every renewal. 0: not stated (nobody holds, a
+    # hand-over not yet renewed, or a holder of a version before it; docs/architecture.md,
+    # "Mixed settings").
+    validity_ms: int = 0
 
     @property
     def version(self) -> tuple[int, int]:
@@ -43,6 +50,7 @@ class Identity:
     name: str
     id: str
     priority: int = 0
+    validity_ms: int = 0  # its writer_validity: what its renewals promise (LeaseRow.validity_ms)
 
 
 # --- the statements the decision asks for -------------------------------------------------
@@ -194,6 +202,7 @@ def advance(
             next_holder="",
             next_holder_id="",
             next_priority=0,
+            validity_ms=me.validity_ms,
         )
         won = replace(
             state,
@@ -234,12 +243,19 @@ def _after_read(
         return replace(state, role=STANDBY, detail="the lease is free"), Acquire(row)
     assert state.seen_at is not None
     still = now - state.seen_at
-    if still >= takeover:
+    if still >= takeover_wait(row, takeover):
         detail = f"{row.holder} did not renew for {still:.1f} s"
         return replace(state, role=STANDBY, detail=detail), Acquire(row)
     if me.priority > row.priority and not row.next_holder_id:
         return replace(state, role=STANDBY, detail=""), RequestHandover(row)
     return replace(state, role=STANDBY, detail=""), None
+
+
+def takeover_wait(row: LeaseRow, takeover: float) -> float:
+    """How long a contender waits for a still lease: its own writer_takeover, or longer when the
+    holder's promise (its validity + LEASE_MARGIN) says so, so agents with different settings
+    never take the role from a live holder nor answer 200 beside it."""
+    return max(takeover, row.validity_ms / 1000 + LEASE_MARGIN)
 
 
 def next_poll(state: LeaseState, started: float, period: float, takeover: float) -> float:
@@ -252,7 +268,7 @@ def next_poll(state: LeaseState, started: float, period: float, takeover: float)
     due = started + period
     row = state.row
     if state.holding is None and row is not None and not row.released and state.seen_at is not None:
-        due = min(due, state.seen_at + takeover)
+        due = min(due, state.seen_at + takeover_wait(row, takeover))
     return due
 
 

@@ -53,7 +53,7 @@ def test_reference_statefulset_grants_the_lease_schema_at_first_init(helm: Helm)
     rendered = helm.render(WRITER)
     sql = rendered.one("ConfigMap", f"{NAME}-galera")["data"]["galera-health-grants.sql"]
     assert re.fullmatch(
-        r"GRANT CREATE, SELECT, INSERT, UPDATE ON galera_health\.\* TO 'health'@'%';\s*", sql
+        r"GRANT CREATE, ALTER, SELECT, INSERT, UPDATE ON galera_health\.\* TO 'health'@'%';\s*", sql
     ), sql
     pod = rendered.one("StatefulSet")["spec"]["template"]["spec"]
     mounts = {

@@ -50,7 +50,7 @@ def cluster() -> Iterator[GaleraTestbed]:
 # The account of the agents with --writer: the lease's grant, beside the USAGE-only monitor account.
 WRITER_USER = "gh_writer"
 # Spelled here as the docs spell it, not imported: the tests check the agent asks for this grant.
-WRITER_GRANT = "CREATE, SELECT, INSERT, UPDATE ON galera_health.*"
+WRITER_GRANT = "CREATE, ALTER, SELECT, INSERT, UPDATE ON galera_health.*"
 
 
 @pytest.fixture(scope="session")
