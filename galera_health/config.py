@@ -49,6 +49,10 @@ LEASE_MARGIN = 0.5
 # The lease is renewed (and read) at most once a second, however short the poll interval: each
 # renewal is a write set replicated to every node (and a binlog event where binlogs are kept).
 LEASE_MIN_INTERVAL = 1.0
+# How long the holder keeps the role while its node is a Donor (docs/architecture.md, "A
+# donating writer"): an IST donation holds that state for a fraction of a second and blocks no
+# write; a donation that lasts longer is an SST, which may block writes: the role moves then.
+WRITER_DONOR_GRACE = 2.0
 # Seconds between polls. A fact the node reports reaches the HTTP answer within one interval plus
 # one poll: 0.25 s keeps that under 0.45 s at any phase, for 4 statements/s on the node over its
 # one connection (docs/benchmarks.md, "Cache lag").
@@ -154,6 +158,11 @@ class Settings:
     writer: bool = False
     writer_priority: int = 0
     writer_takeover_setting: float | None = None
+    # The lease's own account (None: the monitor's, as before it existed); its password is read
+    # like the monitor's, from writer_password_file or GALERA_HEALTH_WRITER_PASSWORD.
+    writer_user: str | None = None
+    writer_password_file: str | None = None
+    writer_password_env: str | None = None
     config_path: str | None = None
 
     @property
@@ -171,6 +180,14 @@ class Settings:
         detection bound, so the node answers 503 stale instead of an old 200."""
         bound = self.interval + max(self.timeouts.connect, self.timeouts.read) + HEALTHY_GRACE
         return min(self.max_age, bound)
+
+    @property
+    def writer_credentials(self) -> Credentials:
+        """Who the lease (and anything else that writes) logs in as: writer_user, else the
+        monitor account (which then needs the lease's grant: README, "One writer")."""
+        if self.writer_user is None:
+            return self.credentials
+        return Credentials(self.writer_user, self.writer_password_file, self.writer_password_env)
 
     @property
     def writer_interval(self) -> float:
@@ -674,7 +691,7 @@ SETTINGS: tuple[Setting, ...] = (
         "writer",
         bool,
         "take part in electing one writer through a lease row in the cluster and answer "
-        "/writer (needs CREATE, SELECT, INSERT, UPDATE ON galera_health.*)",
+        "/writer (needs CREATE, ALTER, SELECT, INSERT, UPDATE ON galera_health.*)",
         field="writer",
         commands=SERVE,
         shown="writer.enabled",
@@ -697,6 +714,29 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=0.1,
         default_text="max(interval, 1 s) + 2 s",
         commands=SERVE,
+    ),
+    Setting(
+        "writer_user",
+        str,
+        "with writer: the MySQL account the lease runs as (CREATE, ALTER, SELECT, INSERT, "
+        "UPDATE ON galera_health.* and SELECT ON mysql.wsrep_cluster_members), so the monitor "
+        "account stays USAGE-only",
+        field="writer_user",
+        default_text="the monitor account",
+        shown="writer.user",
+    ),
+    Setting(
+        "writer_password_file",
+        str,
+        "file holding writer_user's password, re-read at every reconnect",
+        field="writer_password_file",
+    ),
+    Setting(
+        "writer_password",
+        str,
+        "writer_user's password itself, from the environment only",
+        in_file=False,
+        in_flags=False,
     ),
 )
 KEYS: dict[str, Setting] = {setting.key: setting for setting in SETTINGS}
@@ -775,6 +815,8 @@ def raw_from_toml(path: str) -> dict[str, Any]:
             hint = (
                 "; put the password in password_file or GALERA_HEALTH_PASSWORD"
                 if key == "password"
+                else "; put it in writer_password_file or GALERA_HEALTH_WRITER_PASSWORD"
+                if key == "writer_password"
                 else did_you_mean(near_key(key, [k for k, s in KEYS.items() if s.in_file]))
             )
             raise ConfigError(f"unknown key {key!r} in config file {path!r}{hint}")
@@ -811,8 +853,8 @@ def raw_from_env(env: Mapping[str, str]) -> dict[str, Any]:
         if key == "nodes":
             specs = [s for s in value.split(",") if s.strip()]
             raw[key] = [parse_node(s, i, name) for i, s in enumerate(specs, 1)]
-        elif key == "password":
-            raw["password_env"] = name
+        elif key in ("password", "writer_password"):
+            raw[key + "_env"] = name
         else:
             raw[key] = coerce(key, value, name)
     return raw
@@ -844,10 +886,20 @@ def build_settings(layers: Sequence[dict[str, Any]], need_listen: bool = True) -
             "no MySQL user; give --user, GALERA_HEALTH_USER, user in the config file, "
             "or user= in the [client] group of option_file"
         )
-    password_file = raw.get("password_file")
-    if password_file is not None and not os.access(password_file, os.R_OK):
+    for key in ("password_file", "writer_password_file"):
+        path = raw.get(key)
+        if path is not None and not os.access(path, os.R_OK):
+            raise ConfigError(f"cannot read {key} {path!r}; check the path and its permissions")
+    writer_user = raw.get("writer_user")
+    writer_password_given = raw.get("writer_password_file") or raw.get("writer_password_env")
+    if writer_user and not writer_password_given:
         raise ConfigError(
-            f"cannot read password_file {password_file!r}; check the path and its permissions"
+            f"writer_user {writer_user!r} has no password; give writer_password_file or "
+            "GALERA_HEALTH_WRITER_PASSWORD"
+        )
+    if not writer_user and writer_password_given:
+        raise ConfigError(
+            "a writer password without writer_user; give writer_user (the lease's account)"
         )
     listen = DEFAULTS.listen
     if need_listen and raw.get("listen"):
@@ -912,6 +964,8 @@ def build_settings(layers: Sequence[dict[str, Any]], need_listen: bool = True) -
             "nodes": tuple(nodes),
             "credentials.user": user,
             "credentials.password_env": raw.get("password_env"),
+            "writer_user": writer_user or None,
+            "writer_password_env": raw.get("writer_password_env"),
             # kept only where the password comes from: user= alone was taken above
             "credentials.option_file": raw.get("option_file")
             if "password" in option_values
@@ -979,9 +1033,9 @@ def load_settings(
 # --- showing the effective settings -----------------------------------------------------
 
 
-def password_source(settings: Settings) -> str:
+def password_source(settings: Settings, credentials: Credentials | None = None) -> str:
     """Where the password comes from, never what it is."""
-    credentials = settings.credentials
+    credentials = credentials or settings.credentials
     if credentials.password_file is not None:
         return f"password_file {credentials.password_file}"
     if credentials.password_env is not None:
@@ -1023,5 +1077,7 @@ def describe(settings: Settings) -> dict[str, Any]:
         interval_seconds=settings.writer_interval,
         takeover_seconds=settings.writer_takeover,
         validity_seconds=settings.writer_validity,
+        user=settings.writer_credentials.user,
+        password_source=password_source(settings, settings.writer_credentials),
     )
     return document

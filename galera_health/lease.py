@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .config import LEASE_MARGIN
+from .config import LEASE_MARGIN, LEASE_MIN_INTERVAL, WRITER_DONOR_GRACE
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,9 @@ class LeaseRow:
     # hand-over not yet renewed, or a holder of a version before it; docs/architecture.md,
     # "Mixed settings").
     validity_ms: int = 0
+    # Read beside the row, not in it: whether holder_id is a member of the reading node's
+    # cluster (True when nobody holds it).
+    holder_member: bool = True
 
     @property
     def version(self) -> tuple[int, int]:
@@ -135,6 +138,11 @@ class LeaseState:
     holding: int | None = None  # the epoch this node holds
     renewed_at: float | None = None  # monotonic start of the last committed renewal
     failure: str | None = None  # Failure.kind while unavailable
+    read_at: float | None = None  # monotonic end of the last read
+    # The last write of the row no agent can have made (docs/architecture.md, "Who may write
+    # the lease"): reported in /status and the log, kept until the holder changes.
+    foreign: str | None = None
+    own_id: str = ""  # this node's identity, once known: a row naming it is never "someone else's"
 
 
 def failed(state: LeaseState, failure: Failure) -> LeaseState:
@@ -150,6 +158,19 @@ def failed(state: LeaseState, failure: Failure) -> LeaseState:
     )
 
 
+def keeps_role(
+    state: LeaseState, healthy: bool, health_state: str, donor_since: float | None, now: float
+) -> bool:
+    """Whether the node counts as usable for the lease: its /health is 200, or it holds the
+    role and has been a Donor for less than WRITER_DONOR_GRACE (an IST donation: it keeps the
+    role, and answers /writer like /health meanwhile; a longer one is an SST: it releases)."""
+    if healthy:
+        return True
+    if state.holding is None or health_state != "donor" or donor_since is None:
+        return False
+    return now - donor_since < WRITER_DONOR_GRACE
+
+
 def start(state: LeaseState, usable: bool) -> Step:
     """The first statement of a poll: the holder renews (or releases) without reading first;
     everyone else reads."""
@@ -160,7 +181,38 @@ def start(state: LeaseState, usable: bool) -> Step:
 
 def _seen(state: LeaseState, row: LeaseRow, now: float) -> LeaseState:
     moved = state.row is None or state.seen_at is None or state.row.version != row.version
-    return replace(state, row=row, seen_at=now if moved else state.seen_at)
+    foreign = state.foreign
+    if state.row is None or state.row.epoch != row.epoch or state.row.holder_id != row.holder_id:
+        foreign = None
+    elif moved:
+        foreign = foreign_write(state.row, row, now - (state.read_at or now)) or foreign
+    return replace(
+        state, row=row, seen_at=now if moved else state.seen_at, read_at=now, foreign=foreign
+    )
+
+
+def foreign_write(before: LeaseRow, after: LeaseRow, seconds: float) -> str | None:
+    """What is wrong with a move of the row between two reads `seconds` apart (same epoch and
+    holder), or None. An agent holding the lease writes it at most once per lease poll (at
+    least LEASE_MIN_INTERVAL apart; +2 for a take-over's proving renewal and a release), and
+    only while its node is a member of the cluster."""
+    if after.version == before.version:
+        return None
+    if after.holder_id and not after.holder_member and not before.holder_member:
+        return (
+            f"the lease moved ({before.counter} -> {after.counter}) while its holder "
+            f"{after.holder or after.holder_id} is not a member of the cluster: written by "
+            "something other than an agent"
+        )
+    jump = after.counter - before.counter
+    if jump < 0:
+        return f"the lease counter went back ({before.counter} -> {after.counter})"
+    if jump > seconds / LEASE_MIN_INTERVAL + 2:
+        return (
+            f"the lease counter jumped by {jump} in {seconds:.1f} s: written by something other "
+            "than an agent"
+        )
+    return None
 
 
 def advance(
@@ -176,6 +228,7 @@ def advance(
     """The new state after `step` gave `outcome`, and the next statement of this poll (None: done).
     `started`: the monotonic time the step's statement was sent (a renewal's 200 counts from
     it, never from its answer); `now`: after the answer (a version counts as seen from then)."""
+    state = replace(state, own_id=me.id)
     if isinstance(outcome, Failure):
         return failed(state, outcome), None
     state = replace(state, failure=None)
@@ -283,21 +336,32 @@ def answer(
     a reason that names the writer."""
     if not health_ok:
         return False, health_reason
-    if state is None or state.role == STARTING:
-        return False, "starting (no lease read yet)"
-    if state.role == UNAVAILABLE:
-        return False, f"no lease ({state.detail})"
-    if state.role == WRITER and state.renewed_at is not None:
+    if state is not None and state.role == WRITER and state.renewed_at is not None:
         age = now - state.renewed_at
-        epoch = state.holding
         if age <= validity:
-            return True, f"writer (epoch {epoch})"
+            return True, role_text(state)
         return False, f"writer lease not renewed for {age:.1f} s (valid {validity:g} s)"
+    return False, role_text(state)
+
+
+def role_text(state: LeaseState | None) -> str:
+    """The role in words, as /writer and the election's log lines say it: a standby names the
+    writer, never itself (a row naming this node that it has not proved by a renewal yet)."""
+    if state is None or state.role == STARTING:
+        return "starting (no lease read yet)"
+    if state.role == UNAVAILABLE:
+        return f"no lease ({state.detail})"
+    if state.role == WRITER:
+        return f"writer (epoch {state.holding})"
     row = state.row
-    if row is None or row.released:
-        return False, f"standby (no writer: {state.detail or 'the lease is free'})"
     extra = f"; {state.detail}" if state.detail else ""
-    return False, f"standby (writer: {row.holder}{extra})"
+    if state.role == OUT:
+        return f"out (not a candidate: its node is not usable{extra})"
+    if row is None or row.released:
+        return f"standby (no writer: {state.detail or 'the lease is free'})"
+    if state.own_id and row.holder_id == state.own_id:
+        return f"standby (the lease names this node, not proved by a renewal yet{extra})"
+    return f"standby (writer: {row.holder}{extra})"
 
 
 def lease_age(state: LeaseState | None, now: float) -> float | None:

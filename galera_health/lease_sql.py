@@ -46,6 +46,12 @@ from .probe import (
 SCHEMA = "galera_health"
 TABLE = f"{SCHEMA}.writer_lease"
 GRANT = f"CREATE, ALTER, SELECT, INSERT, UPDATE ON {SCHEMA}.*"
+# Whether the row's holder is a member of this node's cluster (Galera 4 keeps the members with
+# their gcomm UUIDs there): a lease that moves while its holder is none was written by
+# something other than an agent (docs/architecture.md, "Who may write the lease").
+MEMBERS = "mysql.wsrep_cluster_members"
+MEMBERS_GRANT = f"SELECT ON {MEMBERS}"
+GRANTS = (GRANT, MEMBERS_GRANT)
 COLUMNS = (
     "holder, holder_id, priority, epoch, counter, next_holder, next_holder_id, next_priority, "
     "validity_ms"
@@ -77,7 +83,10 @@ MIGRATE = f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS {VALIDITY_COLUMN}"
 # early, and a decision made on a stale copy is refused by certification. A causal read would
 # instead wait out a stalled cluster and see a renewal made just before the stall only after the
 # eviction, restarting the clock then (docs/architecture.md, "One writer").
-READ = f"SELECT {COLUMNS} FROM {TABLE} WHERE id = 1"
+READ = (
+    f"SELECT {COLUMNS}, holder_id = '' OR EXISTS (SELECT 1 FROM {MEMBERS} "
+    f"WHERE node_uuid = holder_id) FROM {TABLE} WHERE id = 1"
+)
 NOBODY_NEXT = "next_holder = '', next_holder_id = '', next_priority = 0"
 RENEW = (
     f"UPDATE {TABLE} SET counter = counter + 1, validity_ms = %s "
@@ -138,10 +147,8 @@ def classify(exc: BaseException, user: str, timeouts: Timeouts, connecting: bool
     """One line per cause; a missing grant names the statement that fixes it."""
     errno = getattr(exc, "errno", None) or 0
     if isinstance(exc, myerrors.Error) and errno in NO_GRANT:
-        return Failure(
-            "no_grant",
-            f"the monitor user may not use {SCHEMA}: GRANT {GRANT} TO '{user}'@'<host>'",
-        )
+        grants = "; ".join(f"GRANT {grant} TO '{user}'@'<host>'" for grant in GRANTS)
+        return Failure("no_grant", f"the writer account may not use the lease: {grants}")
     if errno == ER_LOCK_DEADLOCK:
         return Failure("conflict", "lost to a concurrent write of the lease (certification)")
     if errno == ER_UNKNOWN_COM:
@@ -151,6 +158,12 @@ def classify(exc: BaseException, user: str, timeouts: Timeouts, connecting: bool
     if errno == ER_LOCK_WAIT_TIMEOUT:
         return Failure("timeout", "the lease row stayed locked past the lease deadline")
     error = classify_error(exc, timeouts, connecting)
+    if error.kind == "access_denied":
+        return Failure(
+            "access_denied",
+            f"the writer account {user!r} was refused: check writer_user and its password "
+            "(writer_password_file or GALERA_HEALTH_WRITER_PASSWORD)",
+        )
     if error.kind == "timeout" and not connecting:
         return Failure(
             "timeout", f"a lease statement got no answer within {timeouts.read} s (lease deadline)"
@@ -177,7 +190,7 @@ class LeaseClient:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.address = address
-        self.credentials = settings.credentials
+        self.credentials = settings.writer_credentials
         self.tls = settings.tls
         self.priority = settings.writer_priority
         self.timeouts = lease_timeouts(settings.timeouts)
@@ -297,6 +310,7 @@ class LeaseClient:
             next_holder_id=texts[6],
             next_priority=int(values[7]),
             validity_ms=int(values[8]),
+            holder_member=bool(values[9]),
         )
 
     def _failed(self, exc: BaseException, connecting: bool) -> Failure:

@@ -172,6 +172,9 @@ class LeaseRunner:
         self.running_since: float | None = None
         self._due = 0.0
         self._usable: bool | None = None
+        self._donor_since: float | None = None  # monotonic: when its node became a Donor
+        # (role, failure, holder seen) of the last log line: one line per change of these
+        self._logged: tuple[str, str | None, str | None] = (lease.STARTING, None, None)
 
     def run_once(self) -> LeaseState:
         """Called every tick; polls the lease when lease.next_poll says it is due, or at once
@@ -183,14 +186,21 @@ class LeaseRunner:
         health = self.store.view(self.name)
         if health.state == "starting":
             return self.state  # no verdict yet: not asked, neither a candidate nor out
+        if health.state != "donor":
+            self._donor_since = None
+        elif self._donor_since is None:
+            self._donor_since = started
+        usable = lease.keeps_role(
+            self.state, health.healthy, health.state, self._donor_since, started
+        )
         # Due once a period; at once when the node's own usability changed (maintenance, drain:
         # the holder releases at the next tick, not a period later).
-        if started < self._due - self.tick / 2 and health.healthy == self._usable:
+        if started < self._due - self.tick / 2 and usable == self._usable:
             return self.state
-        self._usable = health.healthy
+        self._usable = usable
         self.running_since = started
         try:
-            state = self._run(health.healthy)
+            state = self._run(usable)
         finally:
             self.running_since = None
         self._due = lease.next_poll(state, started, self.period, self.takeover)
@@ -233,34 +243,38 @@ class LeaseRunner:
 
     def _log(self, before: LeaseState) -> None:
         after = self.state
-        old_holder = before.row.holder if before.row is not None else None
-        new_holder = after.row.holder if after.row is not None else None
-        if (
-            before.role == after.role
-            and (before.failure == after.failure)
-            and (old_holder == new_holder or after.role == lease.WRITER)
-        ):
+        if after.foreign is not None and before.foreign is None:  # once per holder
+            log.warning(
+                "%s: writer election: %s (the writer account's password may be known to "
+                'someone else; docs/architecture.md, "Who may write the lease")',
+                self.name,
+                after.foreign,
+                extra={"node": self.name, "event": "writer_foreign_write"},
+            )
+        holder = after.row.holder if after.row is not None else None
+        logged = (after.role, after.failure, None if after.role == lease.WRITER else holder)
+        if logged == self._logged:
             return
-        level = logging.WARNING if after.role == lease.UNAVAILABLE else logging.INFO
-        if after.role == lease.WRITER:
-            what = f"writer (epoch {after.holding})"
-        elif after.role == lease.UNAVAILABLE:
-            what = f"no lease ({after.detail})"
-        else:
-            holder = new_holder or "none, the lease is free"
-            what = f"{after.role} (writer: {holder}{'; ' + after.detail if after.detail else ''})"
+        # A transition (never held back by the repeat filter), whose `from` is the last line's
+        # `to`: the role as the previous line said it, not as the last poll began.
+        was = self._logged[0]
+        self._logged = logged
+        lost = was == lease.WRITER and after.role != lease.WRITER
+        level = logging.WARNING if lost or after.role == lease.UNAVAILABLE else logging.INFO
         log.log(
             level,
-            "%s: writer election: %s -> %s",
+            "%s: writer election: %s -> %s: %s",
             self.name,
-            before.role,
-            what,
+            was,
+            after.role,
+            lease.role_text(after),
             extra={
+                "transition": True,
                 "node": self.name,
                 "event": "writer",
-                "from": before.role,
+                "from": was,
                 "to": after.role,
-                "holder": new_holder,
+                "holder": holder,
                 "epoch": after.row.epoch if after.row is not None else None,
             },
         )

@@ -786,7 +786,9 @@ class GaleraTestbed:
         ]
         return "\n".join(lines)
 
-    def create_account(self, user: str, grant: str = "", timeout: float = 30) -> None:
+    def create_account(
+        self, user: str, grant: str | tuple[str, ...] = "", timeout: float = 30
+    ) -> None:
         """An account with the monitor's password (so the password file serves it too), on the
         test bed's host and localhost, with `grant` (e.g. "SELECT ON db.*") if given; returns when
         every node has it. The monitor account itself has no grant (USAGE suffices for /health)."""
@@ -797,8 +799,9 @@ class GaleraTestbed:
         for host in (self.host, "localhost"):
             account = f"{_sql_string(user)}@{_sql_string(host)}"
             statements.append(f"CREATE USER IF NOT EXISTS {account} IDENTIFIED BY {password};")
-            if grant:
-                statements.append(f"GRANT {grant} TO {account};")
+            for one in (grant,) if isinstance(grant, str) else grant:
+                if one:
+                    statements.append(f"GRANT {one} TO {account};")
         self.nodes[0].sql(" ".join(statements), timeout=min(30.0, self._left(deadline, what)))
         # DDL replicates in total order; wait until every node has applied it.
         check = f"SELECT COUNT(*) FROM mysql.global_priv WHERE User={_sql_string(user)}"

@@ -25,8 +25,7 @@ import pytest
 from galera_health.testbed import GaleraTestbed, TestbedError
 from testkit.agent import AgentProcess
 
-from .conftest import WRITER_GRANT as GRANT
-from .conftest import restore
+from .conftest import WRITER_GRANTS, restore
 
 pytestmark = pytest.mark.galera
 
@@ -147,7 +146,8 @@ def figures(samples: list[Sample], until: float | None = None) -> Figures:
 
 
 class Election:
-    """One agent per node with --writer (default settings), each with its own state_dir."""
+    """One agent per node with --writer (default settings), each with its own state_dir; the
+    health polls run as the USAGE-only monitor account, the lease as writer_user."""
 
     def __init__(self, cluster: GaleraTestbed, user: str, password_file: str) -> None:
         self.cluster = cluster
@@ -166,11 +166,12 @@ class Election:
 
     def start_agent(self, name: str, extra: tuple[str, ...] = ()) -> AgentProcess:
         node = self.cluster.node(name)
+        writer = ["--writer", "--writer-user", self.user, "--writer-password-file"]
         return AgentProcess(
             [f"{name}={node.address()}"],
-            self.user,
-            self.password_file,
-            ["--writer", "--state-dir", str(self.state_dir(name)), *extra],
+            self.cluster.monitor_user,
+            self.cluster.password_file,
+            [*writer, self.password_file, "--state-dir", str(self.state_dir(name)), *extra],
             drain_seconds=None,  # the default settings, the drain's 11 s included
         )
 
@@ -412,10 +413,8 @@ def test_missing_grant_is_one_line_and_health_is_unaffected(cluster: GaleraTestb
         agent.wait_for(lambda a: a.status == 200, "/health", timeout=30)
         _, answer = agent.wait_for(lambda a: "GRANT" in a.body, "/writer", timeout=15)
         assert answer.status == 503
-        assert answer.body == (
-            f"n2: no lease (the monitor user may not use galera_health: GRANT {GRANT} "
-            f"TO '{cluster.monitor_user}'@'<host>')\n"
-        ), answer.body
+        grants = "; ".join(f"GRANT {g} TO '{cluster.monitor_user}'@'<host>'" for g in WRITER_GRANTS)
+        assert answer.body == f"n2: no lease (the writer account may not use the lease: {grants})\n"
         time.sleep(2.5)  # several polls: still one line, /health still 200
         assert agent.get("/health").status == 200
     lines = [line for line in agent.output().splitlines() if "GRANT" in line]

@@ -7,13 +7,17 @@ in steady state), the role never moves without a fault, a fault moves it once.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import mysql.connector
 import pytest
+from mysql.connector import errorcode
 
 from galera_health.config import load_settings
 from galera_health.lease import LeaseRow, Read
@@ -91,7 +95,9 @@ def test_an_old_shaped_lease_table_is_migrated_in_place(
         thread.join(timeout=60)
     for client in clients:
         client.close()
-    old = LeaseRow(holder="n9", holder_id="uuid-old", epoch=7, counter=42)
+    old = LeaseRow(
+        holder="n9", holder_id="uuid-old", epoch=7, counter=42, holder_member=False
+    )  # not a member: a row the test wrote
     # A read that ran its ALTER while another's was in flight may time out (the 1 s lease
     # deadline) and read again at the next poll; it never reports a wrong row.
     assert all(r == old or getattr(r, "kind", "") == "timeout" for r in results), results
@@ -112,12 +118,24 @@ def test_an_old_shaped_lease_table_is_migrated_in_place(
 INTERVALS = {"n1": 4.0, "n2": 1.0, "n3": 0.25}
 
 
+def writer_agent(
+    cluster: GaleraTestbed, name: str, account: tuple[str, str], *extra: str
+) -> AgentProcess:
+    """One node's agent: health as the USAGE-only monitor, the lease as writer_user."""
+    user, password_file = account
+    return AgentProcess(
+        [f"{name}={cluster.node(name).address()}"],
+        cluster.monitor_user,
+        cluster.password_file,
+        ["--writer", "--writer-user", user, "--writer-password-file", password_file, *extra],
+    )
+
+
 @pytest.fixture
 def mixed(cluster: GaleraTestbed, writer_account: tuple[str, str]) -> Iterator[Sampler]:
     """One agent per node with three different intervals, the slow one started first so it
     holds the role (the mix issue 21 measured: others at the defaults stole it)."""
     restore(cluster)
-    user, password_file = writer_account
     base = Path(tempfile.mkdtemp(prefix="galera-health-mixed-"))
     agents: dict[str, AgentProcess] = {}
     sampler = Sampler(agents)
@@ -125,12 +143,10 @@ def mixed(cluster: GaleraTestbed, writer_account: tuple[str, str]) -> Iterator[S
         for name, interval in INTERVALS.items():
             state_dir = base / name
             state_dir.mkdir()
-            agents[name] = AgentProcess(
-                [f"{name}={cluster.node(name).address()}"],
-                user,
-                password_file,
-                ["--writer", "--interval", f"{interval:g}", "--state-dir", str(state_dir)],
-            )
+            agents[name] = writer_agent(
+                cluster, name, writer_account, "--interval", f"{interval:g}", "--state-dir",
+                str(state_dir),
+            )  # fmt: skip
             if name == "n1":
                 agents[name].wait_for(lambda a: a.status == 200, "/writer", timeout=60)
         sampler.start()
@@ -179,3 +195,132 @@ def test_mixed_intervals_keep_the_role_and_a_fault_moves_it_once(
     assert took <= bound, (took, bound)
     assert found.overlap <= OVERLAP_BOUND, found
     assert found.moves == 1, found
+
+
+@pytest.fixture
+def trio(cluster: GaleraTestbed, writer_account: tuple[str, str]) -> Iterator[Sampler]:
+    restore(cluster)
+    agents: dict[str, AgentProcess] = {}
+    sampler = Sampler(agents)
+    try:
+        for node in cluster.nodes:
+            agents[node.name] = writer_agent(cluster, node.name, writer_account)
+        sampler.start()
+        yield sampler
+    finally:
+        sampler.stop()
+        for agent in agents.values():
+            agent.stop()
+        restore(cluster)
+
+
+def test_the_monitor_cannot_write_the_lease_and_a_foreign_write_is_reported(
+    cluster: GaleraTestbed, trio: Sampler
+) -> None:
+    """The monitor account (USAGE only) is refused; a row written by someone else (an unknown
+    holder whose counter keeps moving, as an intruder would pin the role) is reported in /status
+    and the log by every agent, never gives a 200; when it stops, one agent takes over."""
+    writer = trio.current_writer(timeout=60)
+    node = cluster.node(writer)
+    with pytest.raises(mysql.connector.Error) as refused:
+        connection = mysql.connector.connect(
+            host="127.0.0.1", port=node.port, user=cluster.monitor_user,
+            password=cluster.monitor_password, connection_timeout=5,
+        )  # fmt: skip
+        try:
+            connection.cursor().execute(f"UPDATE {TABLE} SET counter = counter + 1")
+        finally:
+            connection.close()
+    assert refused.value.errno == errorcode.ER_TABLEACCESS_DENIED_ERROR, refused.value
+    start = time.monotonic()
+    node.sql(
+        f"UPDATE {TABLE} SET holder = 'intruder', holder_id = 'not-a-member', epoch = epoch + 1, "
+        "counter = counter + 1, validity_ms = 0 WHERE id = 1"
+    )
+    for _ in range(16):  # 8 s of counter moves
+        node.sql(f"UPDATE {TABLE} SET counter = counter + 1 WHERE id = 1")
+        time.sleep(0.5)
+    pinned = trio.since(start + 3.5)  # the old writer's promise has run out
+    stopped = time.monotonic()
+    documents = {
+        name: agent.status()["nodes"][name]["writer"] for name, agent in trio.agents.items()
+    }
+    new = trio.wait(lambda s: len(s.writers) == 1, stopped, 30)
+    found = figures(trio.since(start))
+    print(
+        f"\nforeign writes: no writer while pinned ({len(pinned)} samples), a new writer "
+        f"{new.writers[0]} {new.at - stopped:.2f} s after they stopped; two writers "
+        f"{found.overlap:.2f} s; {documents[writer]['foreign_write']}"
+    )
+    assert pinned and all(s.writers == () for s in pinned), pinned[:5]
+    for name, document in documents.items():
+        assert document["holder"] == "intruder", (name, document)
+        assert "not a member of the cluster" in (document["foreign_write"] or ""), document
+        lines = [line for line in trio.agents[name].output().splitlines() if "not a member" in line]
+        assert len(lines) == 1, trio.agents[name].output()
+    assert found.overlap == 0.0, found
+
+
+def test_the_charts_init_script_creates_both_accounts_on_a_real_node(
+    cluster: GaleraTestbed, tmp_path: Path
+) -> None:
+    """The reference StatefulSet's galera-health-accounts.sh, rendered by helm and sourced by
+    bash as the image does, against a real node (twice: it must be harmless the second time):
+    the monitor can log in with USAGE only, the writer account runs the lease."""
+    from ..chart.helm import CHART, helm_or_skip
+
+    helm = helm_or_skip()
+    rendered = helm.render(
+        [CHART / "ci" / "writer-values.yaml"],
+        ["agent.user=gh_chart_monitor", "agent.writerUser=gh_chart_writer"],
+    )
+    configmaps = [c for c in rendered.all("ConfigMap") if "galera-health-accounts.sh" in c["data"]]
+    script = tmp_path / "accounts.sh"
+    script.write_text(configmaps[0]["data"]["galera-health-accounts.sh"])
+    node = cluster.nodes[0]
+    passwords = {"monitor": "m'on\\itor", "writer": "wr\"it'er"}
+    env = {
+        "PATH": os.environ["PATH"],
+        "GALERA_HEALTH_MONITOR_PASSWORD": passwords["monitor"],
+        "GALERA_HEALTH_WRITER_ACCOUNT_PASSWORD": passwords["writer"],
+    }
+    client = f"mariadb --no-defaults --socket={node.socket} --user=root"
+    for _ in range(2):
+        subprocess.run(
+            ["bash", "-c", f'docker_process_sql() {{ {client}; }}; source "$0"', str(script)],
+            env=env, check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+
+    def grants(user: str, password: str) -> list[str]:
+        connection = mysql.connector.connect(
+            host="127.0.0.1", port=node.port, user=user, password=password, connection_timeout=5
+        )
+        try:
+            cursor = connection.cursor()
+            cursor.execute("SHOW GRANTS")
+            return [str(row[0]) for row in cursor.fetchall()]
+        finally:
+            connection.close()
+
+    try:
+        monitor = grants("gh_chart_monitor", passwords["monitor"])
+        writer = grants("gh_chart_writer", passwords["writer"])
+        assert len(monitor) == 1 and monitor[0].startswith("GRANT USAGE ON *.*"), monitor
+        assert any("ON `galera_health`.*" in g for g in writer), writer
+        assert any("`mysql`.`wsrep_cluster_members`" in g for g in writer), writer
+        hosts = node.sql(
+            "SELECT Host FROM mysql.global_priv WHERE User = 'gh_chart_writer' ORDER BY Host"
+        )
+        assert hosts == [["127.0.0.1"], ["localhost"]], hosts  # never '%'
+        password_file = tmp_path / "writer_password"
+        password_file.write_text(passwords["writer"])
+        lease = lease_client(cluster, node.name, ("gh_chart_writer", str(password_file)))
+        try:
+            assert isinstance(lease.run(Read()), LeaseRow)
+        finally:
+            lease.close()
+    finally:
+        node.sql("DROP USER IF EXISTS " + ", ".join(
+            f"'{u}'@'{h}'" for u in ("gh_chart_monitor", "gh_chart_writer")
+            for h in ("localhost", "127.0.0.1")
+        ))  # fmt: skip

@@ -27,6 +27,8 @@ from galera_health.lease import (
     Step,
     advance,
     answer,
+    foreign_write,
+    keeps_role,
     lease_age,
     next_poll,
     start,
@@ -433,3 +435,67 @@ def test_a_won_take_over_and_a_renewal_state_my_promise() -> None:
     me = replace(ME, validity_ms=2500)
     state, _ = advance(seen(HELD, 100.0), Acquire(HELD), True, me, True, TAKEOVER, 103.0, 103.1)
     assert state.row is not None and state.row.validity_ms == 2500
+
+
+GONE = replace(HELD, holder_member=False)
+# (what, row before, row after, seconds between the reads) -> a foreign write (its start) or None
+FOREIGN: list[tuple[str, LeaseRow, LeaseRow, float, str | None]] = [
+    ("a renewal a second later", HELD, MOVED, 1.0, None),
+    ("two renewals and a take-over's proof", HELD, replace(HELD, counter=13), 1.0, None),
+    ("a slow reader sees many renewals", HELD, replace(HELD, counter=40), 30.0, None),
+    ("a jump no agent makes", HELD, replace(HELD, counter=20), 1.0,
+     "the lease counter jumped by 10 in 1.0 s"),
+    ("the counter went back", MOVED, HELD, 1.0, "the lease counter went back (11 -> 10)"),
+    ("a dead holder's lease stands still", GONE, GONE, 1.0, None),
+    ("moves while its holder is no member", GONE, replace(GONE, counter=11), 1.0,
+     "the lease moved (10 -> 11) while its holder n1 is not a member of the cluster"),
+    ("a holder just evicted: its last renewal", HELD, replace(GONE, counter=11), 1.0, None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("what", "before", "after", "seconds", "found"), FOREIGN, ids=[f[0] for f in FOREIGN]
+)
+def test_foreign_write(
+    what: str, before: LeaseRow, after: LeaseRow, seconds: float, found: str | None
+) -> None:
+    text = foreign_write(before, after, seconds)
+    assert (text if found is None else (text or "")[: len(found)]) == found
+
+
+def test_a_foreign_write_is_kept_until_the_holder_changes_and_the_row_still_decides() -> None:
+    state = replace(seen(GONE, 100.0), read_at=100.0)
+    moved = replace(GONE, counter=11)
+    state, step = advance(state, Read(), moved, ME, True, TAKEOVER, 101.0, 101.0)
+    assert state.foreign is not None and state.seen_at == 101.0  # reported, and followed
+    assert step is None
+    state, _ = advance(state, Read(), moved, ME, True, TAKEOVER, 102.0, 102.0)
+    assert state.foreign is not None
+    taken = replace(HELD, holder="n3", holder_id="uuid-3", epoch=5, counter=12)
+    state, _ = advance(state, Read(), taken, ME, True, TAKEOVER, 103.0, 103.0)
+    assert state.foreign is None
+
+
+# (what, holds the role, healthy, health state, donor since, now) -> counts as usable
+KEEPS: list[tuple[str, bool, bool, str, float | None, float, bool]] = [
+    ("healthy", False, True, "synced", None, 100.0, True),
+    ("a donor contender is no candidate", False, False, "donor", 99.9, 100.0, False),
+    ("the holder, a donor just now (IST)", True, False, "donor", 99.9, 100.0, True),
+    ("the holder, a donor for 1.9 s", True, False, "donor", 98.1, 100.0, True),
+    ("the holder, a donor for 2 s (an SST)", True, False, "donor", 98.0, 100.0, False),
+    ("the holder in maintenance", True, False, "maintenance", None, 100.0, False),
+    ("the holder desynced by an operator", True, False, "desynced", None, 100.0, False),
+]
+
+
+@pytest.mark.parametrize(
+    ("what", "holds", "healthy", "health", "since", "now", "usable"),
+    KEEPS,
+    ids=[k[0] for k in KEEPS],
+)
+def test_keeps_role(
+    what: str, holds: bool, healthy: bool, health: str, since: float | None, now: float,
+    usable: bool,
+) -> None:  # fmt: skip
+    state = holding() if holds else seen(HELD, 90.0)
+    assert keeps_role(state, healthy, health, since, now) is usable
