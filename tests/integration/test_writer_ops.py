@@ -324,3 +324,46 @@ def test_the_charts_init_script_creates_both_accounts_on_a_real_node(
             f"'{u}'@'{h}'" for u in ("gh_chart_monitor", "gh_chart_writer")
             for h in ("localhost", "127.0.0.1")
         ))  # fmt: skip
+
+
+def test_a_rejoin_with_the_writer_as_ist_donor_moves_nothing(
+    cluster: GaleraTestbed, trio: Sampler
+) -> None:
+    """A node stops cleanly and rejoins by IST from the writer (wsrep_sst_donor): the writer
+    is a Donor for a moment and keeps the role (the lease's epoch does not move: it was never
+    released); no other node's /writer changes (the third agent logs no election line at all)
+    and the role never moves."""
+    writer = trio.current_writer(timeout=60)
+    joiner, third = (n for n in ("n1", "n2", "n3") if n != writer)
+    epoch = trio.agents[writer].status()["nodes"][writer]["writer"]["epoch"]
+    donor = cluster.node(writer)
+    donor_log_start = os.path.getsize(donor.error_log)
+    third_log_start = len(trio.agents[third].output())
+    start = time.monotonic()
+    cluster.node(joiner).stop()
+    time.sleep(2.0)  # renewals go on: the joiner will need the write sets it missed (IST)
+    cluster.node(joiner).start(options=[f"--wsrep-sst-donor={writer}"])
+    restore(cluster)
+    trio.wait(lambda s: s.writers == (writer,), time.monotonic(), 30)
+    time.sleep(2.0)
+    with open(donor.error_log, encoding="utf-8", errors="replace") as handle:
+        handle.seek(donor_log_start)
+        donor_lines = handle.read().splitlines()
+    ist = [line for line in donor_lines if "IST sender" in line or "async IST" in line]
+    donated = [line for line in donor_lines if "Donor/Desynced" in line or "DONOR" in line]
+    found = figures(trio.since(start))
+    third_lines = [
+        line
+        for line in trio.agents[third].output()[third_log_start:].splitlines()
+        if "writer election" in line
+    ]
+    print(
+        f"\nIST donation by the writer {writer} to {joiner}: writers {found.writers}, "
+        f"moves {found.moves}, none {found.gap:.2f} s; donor lines: {donated[:2]} {ist[:1]}"
+    )
+    assert ist and donated, "\n".join(donor_lines[-40:])  # it really was the IST donor
+    after = trio.agents[third].status()["nodes"][third]["writer"]
+    assert (after["holder"], after["epoch"]) == (writer, epoch), after  # never released
+    assert found.writers == [writer] and found.moves == 0, found
+    assert all(s.writers in ((), (writer,)) for s in trio.since(start))
+    assert not third_lines, third_lines
