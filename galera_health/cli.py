@@ -359,7 +359,7 @@ def check(settings: Settings) -> int:
     """One poll per node, like an exec probe: 0 all healthy, 1 a node unhealthy, 2 our error."""
     worst = 0
     for address in settings.nodes:
-        probe = probe_for(address, settings)
+        probe = probe_for(settings.node(address))
         started = time.monotonic()
         observation = probe.poll()
         probe.close()

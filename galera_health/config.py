@@ -211,6 +211,44 @@ class Settings:
             return self.writer_takeover_setting
         return self.writer_validity + LEASE_MARGIN
 
+    def node(self, address: NodeAddress) -> NodeSettings:
+        """Everything one watched node's connections are built from."""
+        return NodeSettings(
+            address=address,
+            credentials=self.credentials,
+            tls=self.tls,
+            timeouts=self.timeouts,
+            backoff_max=self.backoff_max,
+            interval=self.interval,
+            writer=self.writer,
+            writer_credentials=self.writer_credentials,
+            writer_priority=self.writer_priority,
+            writer_interval=self.writer_interval,
+            writer_validity=self.writer_validity,
+            writer_takeover=self.writer_takeover,
+        )
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """One watched node's part of the settings: what its health poll and its lease are built
+    from. A reload that changes any of it replaces the node's runtime (both connections and
+    both jobs) whole, so the two never run on different settings (docs/architecture.md,
+    "Reloads")."""
+
+    address: NodeAddress
+    credentials: Credentials
+    tls: Tls
+    timeouts: Timeouts
+    backoff_max: float
+    interval: float
+    writer: bool
+    writer_credentials: Credentials
+    writer_priority: int
+    writer_interval: float
+    writer_validity: float
+    writer_takeover: float
+
 
 # --- parsing of single values -------------------------------------------------------------
 

@@ -142,6 +142,9 @@ class LeaseState:
     # The last write of the row no agent can have made (docs/architecture.md, "Who may write
     # the lease"): reported in /status and the log, kept until the holder changes.
     foreign: str | None = None
+    # What its last committed renewal promised (its writer_validity then, seconds): a reload
+    # that changes the interval judges older renewals by their own promise, never a longer one.
+    validity: float | None = None
     own_id: str = ""  # this node's identity, once known: a row naming it is never "someone else's"
 
 
@@ -265,6 +268,7 @@ def advance(
             seen_at=now,
             holding=epoch,
             renewed_at=started,
+            validity=me.validity_ms / 1000 if me.validity_ms else None,
         )
         return won, None
     if isinstance(step, Release):
@@ -337,6 +341,7 @@ def answer(
     if not health_ok:
         return False, health_reason
     if state is not None and state.role == WRITER and state.renewed_at is not None:
+        validity = min(validity, state.validity) if state.validity is not None else validity
         age = now - state.renewed_at
         if age <= validity:
             return True, role_text(state)

@@ -19,7 +19,7 @@ import mysql.connector
 from mysql.connector import errorcode
 from mysql.connector import errors as myerrors
 
-from .config import LEASE_STATEMENT_TIMEOUT, NodeAddress, Settings, Timeouts
+from .config import LEASE_STATEMENT_TIMEOUT, NodeSettings, Timeouts
 from .lease import (
     Acquire,
     Failure,
@@ -184,19 +184,18 @@ class LeaseClient:
 
     def __init__(
         self,
-        address: NodeAddress,
-        settings: Settings,
+        node: NodeSettings,
         connector: Connector | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.address = address
-        self.credentials = settings.writer_credentials
-        self.tls = settings.tls
-        self.priority = settings.writer_priority
-        self.timeouts = lease_timeouts(settings.timeouts)
-        self.backoff_max = settings.backoff_max
-        self.interval = settings.writer_interval
-        self.validity = settings.writer_validity
+        self.address = node.address
+        self.credentials = node.writer_credentials
+        self.tls = node.tls
+        self.priority = node.writer_priority
+        self.timeouts = lease_timeouts(node.timeouts)
+        self.backoff_max = node.backoff_max
+        self.interval = node.writer_interval
+        self.validity = node.writer_validity
         self._connector: Connector = connector or mysql.connector.connect
         self._clock = clock
         self._connection: Any = None

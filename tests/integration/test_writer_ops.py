@@ -7,13 +7,17 @@ in steady state), the role never moves without a fault, a fault moves it once.
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import mysql.connector
 import pytest
@@ -22,10 +26,10 @@ from mysql.connector import errorcode
 from galera_health.config import load_settings
 from galera_health.lease import LeaseRow, Read
 from galera_health.lease_sql import TABLE, LeaseClient
-from galera_health.testbed import GaleraTestbed
+from galera_health.testbed import GaleraTestbed, free_ports
 from testkit.agent import AgentProcess
 
-from .conftest import restore
+from .conftest import WRITER_GRANTS, restore
 from .test_writer import (
     EVICTION_SLACK,
     FAULT_BOUND,
@@ -63,7 +67,7 @@ def lease_client(cluster: GaleraTestbed, name: str, account: tuple[str, str]) ->
         {},
         need_listen=False,
     )
-    return LeaseClient(settings.nodes[0], settings)
+    return LeaseClient(settings.node(settings.nodes[0]))
 
 
 def test_an_old_shaped_lease_table_is_migrated_in_place(
@@ -367,3 +371,88 @@ def test_a_rejoin_with_the_writer_as_ist_donor_moves_nothing(
     assert found.writers == [writer] and found.moves == 0, found
     assert all(s.writers in ((), (writer,)) for s in trio.since(start))
     assert not third_lines, third_lines
+
+
+def agent_config(path: Path, port: int, node: str, address: str, **values: object) -> None:
+    lines = [f'listen = "127.0.0.1:{port}"', "writer = true", "drain_seconds = 0.2"]
+    lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+    path.write_text("\n".join([*lines, "[nodes]", f'{node} = "{address}"', ""]))
+
+
+def test_reloads_with_writer_replace_the_nodes_runtime_and_the_role_follows(
+    cluster: GaleraTestbed, writer_account: tuple[str, str], tmp_path: Path
+) -> None:
+    """Agent n1 (a config file, SIGHUP) holds the role beside agent n2. Reloads: another
+    writer account, interval 0.25 -> 4 s (a slower holder: n2 must now wait its promise), then
+    its address moved to the unwatched n3: the first two keep the role where it is, the last
+    moves it once; never two 200s."""
+    from testkit.agent import ServerProcess
+
+    restore(cluster)
+    cluster.create_account("gh_writer2", WRITER_GRANTS)
+    user, password_file = writer_account
+    config = tmp_path / "agent.toml"
+    port = free_ports(1)[0]
+    base = {
+        "user": cluster.monitor_user, "password_file": cluster.password_file,
+        "writer_user": user, "writer_password_file": password_file, "interval": 0.25,
+    }  # fmt: skip
+    agent_config(config, port, "n1", cluster.node("n1").address(), **base)
+    command = [sys.executable, "-m", "galera_health", "serve", "--config", str(config)]
+    agents: dict[str, AgentProcess] = {}
+    sampler = Sampler(agents)
+    reloaded = ServerProcess(command, port, name="agent")
+    try:
+        reloaded.wait_for(lambda a: a.status == 200, "/writer", timeout=60)
+        agents["n1"] = reloaded  # type: ignore[assignment]
+        agents["n2"] = writer_agent(cluster, "n2", writer_account)
+        sampler.start()
+        assert sampler.current_writer(timeout=60) == "n1"
+
+        def reload(
+            wanted: Callable[[dict[str, Any]], bool], address: str, **values: object
+        ) -> float:
+            agent_config(config, port, "n1", address, **{**base, **values})
+            at = time.monotonic()
+            os.kill(reloaded.pid, signal.SIGHUP)
+            deadline = at + 30
+            while not wanted(reloaded.status()["agent"]):
+                assert time.monotonic() < deadline, reloaded.output()
+                time.sleep(0.1)
+            return at
+
+        n1 = cluster.node("n1").address()
+        at = reload(lambda a: a["writer"]["user"] == "gh_writer2", n1, writer_user="gh_writer2")
+        sampler.wait(lambda s: s.writers == ("n1",), time.monotonic(), 30)
+        at = reload(lambda a: a["interval_seconds"] == 4.0, n1, writer_user="gh_writer2",
+                    interval=4.0)  # fmt: skip
+        time.sleep(14.0)  # three of the slow holder's periods: n2 must not take it
+        kept = figures(sampler.since(at))
+        moved_at = reload(
+            lambda a: a["nodes"]["n1"] == cluster.node("n3").address(),
+            cluster.node("n3").address(), writer_user="gh_writer2", interval=4.0,
+        )  # fmt: skip
+        applied = time.monotonic()  # the old runtime is gone: its node's lease goes still
+        new = sampler.wait(lambda s: len(s.writers) == 1, applied, 30)
+        time.sleep(3.0)
+        moved = figures(sampler.since(moved_at))
+        holder = agents["n2"].status()["nodes"]["n2"]["writer"]["holder"]
+        print(
+            f"\nreloads with --writer: account + interval kept the role on n1 (moves "
+            f"{kept.moves}, two writers {kept.overlap:.2f} s, none {kept.gap:.2f} s); address "
+            f"n1 -> n3: holder {holder} (agents {moved.writers}) {new.at - moved_at:.2f} s "
+            f"after, two writers {moved.overlap:.2f} s"
+        )
+        assert kept.writers == ["n1"] and kept.moves == 0 and kept.overlap == 0.0, kept
+        assert moved.overlap == 0.0 and moved.moves <= 1, moved
+        assert holder in ("n2", "n3"), holder  # the node n1, watched by nobody now, lost it
+        assert new.at - moved_at <= 4.0 + 1.5 + 0.5 + 1.0 + EVICTION_SLACK, new
+        assert reloaded.status()["agent"]["writer"]["user"] == "gh_writer2"
+        assert "Traceback" not in reloaded.output()
+    finally:
+        sampler.stop()
+        reloaded.stop()
+        for name, agent in agents.items():
+            if name != "n1":
+                agent.stop()
+        restore(cluster)
