@@ -384,3 +384,37 @@ def test_a_renewal_is_judged_by_its_own_promise_after_a_reload() -> None:
         False,
         "writer lease not renewed for 2.6 s (valid 2.5 s)",
     )
+
+
+def test_drain_and_maintenance_change_the_overlays_under_one_lock(clock: Clock) -> None:
+    """SIGTERM's start_drain (main thread) while housekeeping's set_maintenance is half done
+    (held inside it by its wall clock): the drain waits for it, so n1's transitions chain
+    synced -> maintenance -> draining and both overlays hold. Without the lock the drain ran in
+    the middle: synced -> draining, then synced -> maintenance, from a state no longer true."""
+    inside, release = threading.Event(), threading.Event()
+    housekeeping: list[threading.Thread] = []
+
+    def wall_clock() -> float:
+        if threading.current_thread() in housekeeping:
+            inside.set()
+            release.wait(10)
+        return WALL
+
+    store = VerdictStore(["n1", "n2"], 5.0, clock=clock, wall_clock=wall_clock)
+    NodePoller("n1", FakeProbe(Snapshot(SYNCED)), Policy(), store, clock=clock).run_once()  # type: ignore[arg-type]
+    marker = maintenance.Maintenance("x", WALL, "ops", "/m")
+    housekeeping.append(threading.Thread(target=store.set_maintenance, args=({"n1": marker},)))
+    drain = threading.Thread(target=store.start_drain, args=("agent stopping",))
+    housekeeping[0].start()
+    assert inside.wait(10)
+    drain.start()
+    drain.join(0.5)  # without the lock it finishes here, in the middle of set_maintenance
+    release.set()
+    housekeeping[0].join(10)
+    drain.join(10)
+    chain = [(t.from_state, t.to_state) for t in store.transitions("n1")]
+    assert chain == [("starting", "synced"), ("synced", "maintenance"), ("maintenance", "draining")]
+    assert store.view("n1").state == "draining" and store.draining == "agent stopping"
+    assert store.out_since("n1") is not None and store.out_since("n2") is not None
+    store.set_maintenance({})
+    assert store.view("n1").state == "draining"  # the drain outlives the maintenance
