@@ -27,7 +27,7 @@ from galera_health.config import load_settings
 from galera_health.lease import LeaseRow, Read
 from galera_health.lease_sql import TABLE, LeaseClient
 from galera_health.testbed import GaleraTestbed, free_ports
-from testkit.agent import AgentProcess
+from testkit.agent import AgentProcess, run_cli
 
 from .conftest import WRITER_GRANTS, restore
 from .test_writer import (
@@ -456,3 +456,75 @@ def test_reloads_with_writer_replace_the_nodes_runtime_and_the_role_follows(
             if name != "n1":
                 agent.stop()
         restore(cluster)
+
+
+@pytest.fixture
+def configured(
+    cluster: GaleraTestbed, writer_account: tuple[str, str], tmp_path: Path
+) -> Iterator[tuple[Sampler, dict[str, Path]]]:
+    """One agent per node started from its own config file, as `writer handover` reads it."""
+    from testkit.agent import ServerProcess
+
+    restore(cluster)
+    user, password_file = writer_account
+    agents: dict[str, Any] = {}
+    configs: dict[str, Path] = {}
+    sampler = Sampler(agents)
+    try:
+        for node in cluster.nodes:
+            port = free_ports(1)[0]
+            state_dir = tmp_path / f"state-{node.name}"
+            state_dir.mkdir()
+            configs[node.name] = tmp_path / f"{node.name}.toml"
+            agent_config(
+                configs[node.name], port, node.name, node.address(),
+                user=cluster.monitor_user, password_file=cluster.password_file,
+                writer_user=user, writer_password_file=password_file, state_dir=str(state_dir),
+            )  # fmt: skip
+            command = [sys.executable, "-m", "galera_health", "serve", "--config"]
+            agents[node.name] = ServerProcess([*command, str(configs[node.name])], port)
+            agents[node.name].wait_for(lambda a: a.status in (200, 503), "/livez")
+        sampler.start()
+        yield sampler, configs
+    finally:
+        sampler.stop()
+        for agent in agents.values():
+            agent.stop()
+        restore(cluster)
+
+
+def test_writer_handover_moves_the_role_once_to_a_usable_node_only(
+    configured: tuple[Sampler, dict[str, Path]], tmp_path: Path
+) -> None:
+    sampler, configs = configured
+    old = sampler.current_writer(timeout=60)
+    target, third = (n for n in ("n1", "n2", "n3") if n != old)
+    start = time.monotonic()
+    done = run_cli("writer", "handover", "--to", target, "--config", str(configs[target]))
+    took = time.monotonic() - start
+    assert done.returncode == 0, done
+    assert done.stdout.splitlines()[0].startswith(f"before: holder {old} (epoch "), done.stdout
+    assert done.stdout.splitlines()[-1].startswith(f"after: holder {target} (epoch "), done.stdout
+    assert sampler.agents[target].get(f"/writer/{target}").status == 200
+    time.sleep(2.0)
+    found = figures(sampler.since(start - 0.5))
+    print(
+        f"\nwriter handover {old} -> {target}: exit 0 after {took:.2f} s, no writer "
+        f"{found.gap:.2f} s, two writers {found.overlap:.2f} s, moves {found.moves}"
+    )
+    assert found.writers == [old, target] and found.moves == 1 and found.overlap == 0.0, found
+
+    status = run_cli("writer", "status", "--config", str(configs[old]))
+    assert (status.returncode, status.stdout.split(" (")[0]) == (0, f"holder: {target}"), status
+
+    # Not usable right now (maintenance of its agent): refused, the role stays.
+    (tmp_path / f"state-{third}" / "maintenance").write_text("")
+    sampler.agents[third].wait_for(lambda a: a.status == 503, f"/health/{third}")
+    refused = run_cli("writer", "handover", "--to", third, "--config", str(configs[third]))
+    assert refused.returncode == 1, refused
+    assert refused.stderr.startswith(f"galera-health: {third} is not usable right now: "), refused
+    assert len(refused.stderr.splitlines()) == 1 and refused.stdout == "", refused
+    unknown = run_cli("writer", "handover", "--to", "n9", "--config", str(configs[third]))
+    assert unknown.returncode == 2 and "'n9' is not in these settings' nodes" in unknown.stderr
+    time.sleep(1.0)
+    assert figures(sampler.since(start + took)).writers == [target]
