@@ -168,9 +168,9 @@ def test_mixed_intervals_keep_the_role_and_a_fault_moves_it_once(
     writer = mixed.current_writer(timeout=60)
     assert writer == "n1", writer
     start = time.monotonic()
-    time.sleep(15.0)  # more than three of the slow holder's renewal periods, no fault
+    time.sleep(10.0)  # two and a half of the slow holder's periods (others stole in 3.3 s)
     steady = mixed.since(start)
-    assert len(steady) >= 60, len(steady)
+    assert len(steady) >= 40, len(steady)
     wrong = [s for s in steady if s.writers != ("n1",)]
     assert not wrong, wrong[:5]
     # A fault on the slow writer: the role moves once, after Galera's eviction or the holder's
@@ -426,7 +426,7 @@ def test_reloads_with_writer_replace_the_nodes_runtime_and_the_role_follows(
         sampler.wait(lambda s: s.writers == ("n1",), time.monotonic(), 30)
         at = reload(lambda a: a["interval_seconds"] == 4.0, n1, writer_user="gh_writer2",
                     interval=4.0)  # fmt: skip
-        time.sleep(14.0)  # three of the slow holder's periods: n2 must not take it
+        time.sleep(10.0)  # two and a half of the slow holder's periods: n2 must not take it
         kept = figures(sampler.since(at))
         moved_at = reload(
             lambda a: a["nodes"]["n1"] == cluster.node("n3").address(),
