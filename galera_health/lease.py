@@ -12,6 +12,7 @@ The statements themselves are in lease_sql.py; this module does no I/O and reads
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Literal
 
 from .config import LEASE_MARGIN, LEASE_MIN_INTERVAL, WRITER_DONOR_GRACE
 
@@ -118,11 +119,14 @@ Outcome = LeaseRow | bool | Failure
 
 # --- what a contender remembers between polls, and publishes ------------------------------
 
-WRITER = "writer"
-STANDBY = "standby"
-OUT = "out"  # its own node is not usable: not a candidate
-UNAVAILABLE = "unavailable"  # a lease statement failed (no grant, timeout, non-Primary, ...)
-STARTING = "starting"
+# A node's part in the election, one word (in /status `writer.role` and the log's from/to):
+# mypy refuses any other string.
+Role = Literal["starting", "writer", "standby", "out", "unavailable"]
+WRITER: Role = "writer"
+STANDBY: Role = "standby"
+OUT: Role = "out"  # its own node is not usable: not a candidate
+UNAVAILABLE: Role = "unavailable"  # a lease statement failed (no grant, timeout, non-Primary, ...)
+STARTING: Role = "starting"
 
 
 @dataclass(frozen=True)
@@ -131,7 +135,7 @@ class LeaseState:
     Published to the store after every step; /writer judges it at read time."""
 
     node: str
-    role: str = STARTING
+    role: Role = STARTING
     detail: str = ""
     row: LeaseRow | None = None
     seen_at: float | None = None  # monotonic: when row.version was first seen (moved)

@@ -54,7 +54,6 @@ class NodePoller:
         self.store = store
         self._clock = clock  # monotonic, the store's clock too (out_since is compared with it)
         self.running_since: float | None = None  # monotonic start of the poll in progress
-        self.skipped = 0
         # read by /metrics at scrape time; kept across a reload that replaces the node's runtime
         self.stats = stats if stats is not None else PollStats()
         self.retired = False  # a reload removed or replaced it: its job ends, nothing published
@@ -166,7 +165,7 @@ class LeaseRunner:
         self._usable: bool | None = None
         self._donor_since: float | None = None  # monotonic: when its node became a Donor
         # (role, failure, holder seen) of the last log line: one line per change of these
-        self._logged: tuple[str, str | None, str | None] = (lease.STARTING, None, None)
+        self._logged: tuple[lease.Role, str | None, str | None] = (lease.STARTING, None, None)
 
     def run_once(self) -> LeaseState:
         """Called every tick; polls the lease when lease.next_poll says it is due, or at once
@@ -421,7 +420,6 @@ class Poller:
             return
         node = self.nodes.get(event.job_id)
         if node is not None:
-            node.skipped += 1
             node.stats.note_skipped()
 
     # --- housekeeping: maintenance files, reloads, stuck polls ---------------------------
@@ -547,7 +545,8 @@ class Poller:
                 self._stuck_logged.discard(name)
 
     def liveness(self) -> tuple[bool, str]:
-        """Alive = the scheduler runs and no poll is stuck beyond every deadline it has.
+        """Alive = the scheduler runs and no poll (health or lease) is stuck beyond every
+        deadline it has (a lease poll is at most MAX_STEPS statements of 1 s each).
         A frozen database cannot cause that (every step has a timeout); an agent bug can."""
         if not self._scheduler.running:
             return False, "poller stopped"
@@ -557,6 +556,10 @@ class Poller:
             started = node.running_since
             if started is not None and now - started > self.settings.stuck_after:
                 stuck.append(f"{name} poll running for {now - started:.0f} s")
+        for name, runner in list(self.leases.items()):
+            started = runner.running_since
+            if started is not None and now - started > self.settings.stuck_after:
+                stuck.append(f"{name} lease poll running for {now - started:.0f} s")
         if stuck:
             return False, "poller stuck: " + "; ".join(stuck)
         return True, "ok"

@@ -271,9 +271,6 @@ class VerdictStore:
         """A node's lease job: its latest part in the election (an atomic reference swap)."""
         self._leases[state.node] = state
 
-    def lease(self, node: str) -> LeaseState | None:
-        return self._leases.get(node)
-
     def writer_view(self, node: str, now: float | None = None) -> WriterView:
         """/writer for a node: 200 only on the holder of a fresh lease whose /health is 200."""
         now = self._clock() if now is None else now

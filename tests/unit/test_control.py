@@ -418,3 +418,35 @@ def test_drain_and_maintenance_change_the_overlays_under_one_lock(clock: Clock) 
     assert store.out_since("n1") is not None and store.out_since("n2") is not None
     store.set_maintenance({})
     assert store.view("n1").state == "draining"  # the drain outlives the maintenance
+
+
+def test_livez_reports_a_stuck_lease_poll() -> None:
+    """A lease poll hung beyond every deadline (an agent bug: each statement has a 1 s one)
+    makes /livez's liveness fail, like a stuck health poll; it recovers when the poll ends."""
+    from galera_health.lease import Failure
+
+    release = threading.Event()
+
+    class HungClient:
+        address = NodeAddress("n1", "h1", 3306)
+
+        def connect(self) -> Any:
+            release.wait(30)
+            return Failure("unreachable", "released")
+
+        def close(self) -> None:
+            pass
+
+    first = settings("n1=h1", writer="true", stuck_after="1")
+    poller = Poller(first, VerdictStore(["n1"], first.max_age), Probes())
+    poller.leases["n1"].client = HungClient()  # type: ignore[assignment]
+    poller.start()
+    try:
+        wait_until(lambda: not poller.liveness()[0], "the stuck lease poll reported", 15)
+        reason = poller.liveness()[1]
+        assert reason.startswith("poller stuck: n1 lease poll running for "), reason
+        release.set()
+        wait_until(lambda: poller.liveness()[0], "liveness back once the poll ended", 15)
+    finally:
+        release.set()
+        poller.stop()
