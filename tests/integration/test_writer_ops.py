@@ -174,9 +174,10 @@ def test_mixed_intervals_keep_the_role_and_a_fault_moves_it_once(
     wrong = [s for s in steady if s.writers != ("n1",)]
     assert not wrong, wrong[:5]
     # A fault on the slow writer: the role moves once, after Galera's eviction or the holder's
-    # promise (5.5 s + 0.5 s margin after its last renewal, seen up to a contender's 1 s lease
-    # period after it was sent), whichever is later.
-    bound = 4.0 + 1.5 + 0.5 + 1.0
+    # promise, whichever is later: its validity 5.5 s + the 0.5 s margin after its last renewal
+    # (at the latest at the fault), seen up to a contender's 1 s lease period after it was
+    # sent, + the same slack as after an eviction (the statement, a tick, the 100 ms sample).
+    bound = 5.5 + 0.5 + 1.0 + EVICTION_SLACK
     assert bound > FAULT_BOUND
     fault = time.monotonic()
     watch = EvictionWatch(cluster, "n1", fault)
@@ -528,3 +529,24 @@ def test_writer_handover_moves_the_role_once_to_a_usable_node_only(
     assert unknown.returncode == 2 and "'n9' is not in these settings' nodes" in unknown.stderr
     time.sleep(1.0)
     assert figures(sampler.since(start + took)).writers == [target]
+
+
+def test_a_refused_writer_account_is_one_line_and_health_is_unaffected(
+    cluster: GaleraTestbed, writer_account: tuple[str, str], tmp_path: Path
+) -> None:
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not-the-password")
+    with writer_agent(cluster, "n2", (writer_account[0], str(wrong))) as agent:
+        agent.wait_for(lambda a: a.status == 200, "/health", timeout=30)
+        _, answer = agent.wait_for(lambda a: "refused" in a.body, "/writer", timeout=15)
+        assert answer.status == 503
+        assert answer.body.startswith(
+            f"n2: no lease (the writer account '{writer_account[0]}' was refused: check "
+            "writer_user and its password (writer_password_file or "
+            "GALERA_HEALTH_WRITER_PASSWORD)"
+        ), answer.body  # then "(retrying later)" while it backs off
+        time.sleep(2.5)  # several lease polls: still one line, /health still 200
+        assert agent.get("/health").status == 200
+    lines = [line for line in agent.output().splitlines() if "was refused" in line]
+    assert len(lines) == 1, agent.output()
+    assert "not-the-password" not in agent.output()
