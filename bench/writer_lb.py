@@ -16,7 +16,8 @@ certification conflict between nodes), 2 s deadlines.
 
 1. --seconds of the workload through `lb_health`, then the same through `lb_writer`: committed
    transactions per second, the share that failed with 1213, other failures.
-2. Per writer fault (maintenance, drain of its agent, its agent killed, freeze, kill -9), through
+2. Per writer fault (maintenance, a planned `writer handover` to another node, drain of its
+   agent, its agent killed, freeze, kill -9), through
    `lb_writer`: --warm s of traffic, inject on the node that is the writer, hold --hold s,
    restore, wait until the cluster is whole: failed transactions from the injection to the end
    of the hold, by error, and the longest run of seconds without a commit.
@@ -33,6 +34,7 @@ import itertools
 import os
 import random
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -43,14 +45,14 @@ from dataclasses import dataclass
 import _common
 import mysql.connector
 
-from galera_health.lease_sql import GRANT
+from galera_health.lease_sql import GRANTS
 from galera_health.testbed import GaleraTestbed
 from testkit.agent import ServerProcess
 from testkit.haproxy import Backend, HAProxy, Listener, free_port
 
 CLIENT = ("hot_bench", "hot-bench-pw-5e1")
 AGENT_USER = "gh_writer"
-FAULTS = ["maintenance", "drain", "agent_killed", "freeze", "kill9"]
+FAULTS = ["maintenance", "handover", "drain", "agent_killed", "freeze", "kill9"]
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,7 @@ def main() -> int:
     print(_common.machine_line())
     with GaleraTestbed(3) as bed:
         n1 = bed.nodes[0]
-        bed.create_account(AGENT_USER, GRANT)
+        bed.create_account(AGENT_USER, GRANTS)
         n1.sql(
             f"CREATE USER IF NOT EXISTS '{CLIENT[0]}'@'127.0.0.1' IDENTIFIED BY '{CLIENT[1]}';"
             f" GRANT ALL ON hot.* TO '{CLIENT[0]}'@'127.0.0.1';"
@@ -179,6 +181,17 @@ def main() -> int:
             if agent.process.poll() is None:
                 os.kill(agent.pid, signal.SIGINT)
             agent.stop()
+
+        def handover(name: str) -> None:
+            """`galera-health writer handover` beside the target's agent, with its flags."""
+            node = bed.node(name)
+            command = [_common.PYTHON, "-m", "galera_health", "writer", "handover", "--to", name]
+            command += ["--listen", f"127.0.0.1:{ports[name]}"]
+            command += ["--node", f"{name}={node.address()}"]
+            command += ["--user", AGENT_USER, "--password-file", bed.password_file, "--writer"]
+            done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+            if done.returncode != 0:
+                raise RuntimeError(f"writer handover failed: {done.stderr.strip()}")
 
         for node in bed.nodes:
             start_agent(node.name)
@@ -266,6 +279,9 @@ def main() -> int:
                     marker = os.path.join(state[old], "maintenance")
                     if fault == "maintenance":
                         open(marker, "w").close()
+                    elif fault == "handover":
+                        target = next(n.name for n in bed.nodes if n.name != old)
+                        handover(target)
                     elif fault == "drain":
                         os.kill(agents[old].pid, signal.SIGTERM)
                     elif fault == "agent_killed":

@@ -1,9 +1,9 @@
-"""`galera-health serve | check | maintenance | recover | demo`: argument parsing, logging,
-exit codes.
+"""`galera-health serve | check | maintenance | recover | writer | demo`: argument parsing,
+logging, exit codes.
 
-Exit codes: 0 fine; 1 a node is unhealthy (check) or recover refuses; 2 a user error (bad
-config, unreadable password file, port in use) or an agent-side access error (check), always
-with one clear line.
+Exit codes: 0 fine; 1 a node is unhealthy (check), recover refuses, or the writer role cannot be
+handed over / nobody holds it (writer); 2 a user error (bad config, unreadable password file,
+port in use) or an agent-side access error (check), always with one clear line.
 """
 
 from __future__ import annotations
@@ -175,6 +175,25 @@ def build_parser() -> argparse.ArgumentParser:
     recover.add_argument(
         "--timeout", type=float, default=3.0, help="seconds to wait for each agent (3)"
     )
+
+    writer = commands.add_parser(
+        "writer", help="the writer role: who holds it, or a planned hand-over to a node"
+    )
+    writer_commands = writer.add_subparsers(dest="writer_command", required=True)
+    writer_status = writer_commands.add_parser(
+        "status", help="print who holds the writer role (exit 1: nobody)"
+    )
+    add_setting_flags(writer_status, "serve")
+    handover = writer_commands.add_parser(
+        "handover",
+        help="hand the writer role to NODE through the lease row; exit 0 once NODE answers "
+        "/writer 200, 1 when it cannot (NODE unusable, no holder, timeout)",
+    )
+    handover.add_argument("--to", required=True, metavar="NODE", help="a node of these settings")
+    handover.add_argument(
+        "--timeout", type=float, default=15.0, help="seconds to wait for NODE's /writer 200 (15)"
+    )
+    add_setting_flags(handover, "serve")
 
     demo = commands.add_parser("demo", help="start a local 3-node Galera cluster with agents")
     demo.add_argument("--size", type=int, default=3, help="number of Galera nodes (3)")
@@ -379,6 +398,29 @@ def bootstrap_command(decision: Decision, reports: Sequence[NodeReport]) -> str 
         "sed -i 's/^safe_to_bootstrap: *0/safe_to_bootstrap: 1/' /var/lib/mysql/grastate.dat "
         f"&& {start}"
     )
+
+
+def writer_command(args: argparse.Namespace, settings: Settings) -> int:
+    """`writer status | handover --to NODE` with the agent's own settings (exit codes above)."""
+    from .handover import HandoverError, handover, status
+
+    if not settings.writer:
+        return fail("these settings have writer off; give the agent's config (writer = true)")
+    try:
+        if args.writer_command == "status":
+            return status(settings)
+        if args.to not in {a.name for a in settings.nodes}:
+            names = ", ".join(a.name for a in settings.nodes)
+            return fail(
+                f"node {args.to!r} is not in these settings' nodes ({names}); run it beside "
+                "the agent that watches it, with its config"
+            )
+        if not args.timeout > 0:
+            return fail("--timeout must be a positive number of seconds")
+        return handover(settings, args.to, args.timeout)
+    except HandoverError as exc:
+        print(f"galera-health: {exc}", file=sys.stderr)
+        return 1
 
 
 def serve(settings: Settings, reload_settings: Callable[[], Settings] | None = None) -> int:
@@ -607,7 +649,7 @@ def check(settings: Settings) -> int:
     policy = replace(settings.policy, rise=1)
     worst = 0
     for address in settings.nodes:
-        probe = probe_for(address, settings)
+        probe = probe_for(settings.node(address))
         started = time.monotonic()
         observation = probe.poll()
         probe.close()
@@ -647,7 +689,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             flags_from(args),
             os.environ,
             config_path=args.config,
-            need_listen=args.command == "serve",
+            need_listen=args.command in ("serve", "writer"),
         )
 
     try:
@@ -655,6 +697,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         return fail(str(exc))
     setup_logging(settings.log_level, settings.log_format)
+    if args.command == "writer":
+        return writer_command(args, settings)
     if args.command == "serve":
         return serve(settings, reload_settings=load)
     return check(settings)

@@ -49,6 +49,10 @@ LEASE_MARGIN = 0.5
 # The lease is renewed (and read) at most once a second, however short the poll interval: each
 # renewal is a write set replicated to every node (and a binlog event where binlogs are kept).
 LEASE_MIN_INTERVAL = 1.0
+# How long the holder keeps the role while its node is a Donor (docs/architecture.md, "A
+# donating writer"): an IST donation holds that state for a fraction of a second and blocks no
+# write; a donation that lasts longer is an SST, which may block writes: the role moves then.
+WRITER_DONOR_GRACE = 2.0
 # Seconds between polls. A fact the node reports reaches the HTTP answer within one interval plus
 # one poll: 0.25 s keeps that under 0.45 s at any phase, for 4 statements/s on the node over its
 # one connection (docs/benchmarks.md, "Cache lag").
@@ -162,6 +166,11 @@ class Settings:
     kubernetes_ca_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
     datadir: str | None = None
     recovery_peers: str | None = None
+    # The lease's own account (None: the monitor's, as before it existed); its password is read
+    # like the monitor's, from writer_password_file or GALERA_HEALTH_WRITER_PASSWORD.
+    writer_user: str | None = None
+    writer_password_file: str | None = None
+    writer_password_env: str | None = None
     config_path: str | None = None
 
     @property
@@ -179,6 +188,14 @@ class Settings:
         detection bound, so the node answers 503 stale instead of an old 200."""
         bound = self.interval + max(self.timeouts.connect, self.timeouts.read) + HEALTHY_GRACE
         return min(self.max_age, bound)
+
+    @property
+    def writer_credentials(self) -> Credentials:
+        """Who the lease (and anything else that writes) logs in as: writer_user, else the
+        monitor account (which then needs the lease's grant: README, "One writer")."""
+        if self.writer_user is None:
+            return self.credentials
+        return Credentials(self.writer_user, self.writer_password_file, self.writer_password_env)
 
     @property
     def writer_interval(self) -> float:
@@ -201,6 +218,44 @@ class Settings:
         if self.writer_takeover_setting is not None:
             return self.writer_takeover_setting
         return self.writer_validity + LEASE_MARGIN
+
+    def node(self, address: NodeAddress) -> NodeSettings:
+        """Everything one watched node's connections are built from."""
+        return NodeSettings(
+            address=address,
+            credentials=self.credentials,
+            tls=self.tls,
+            timeouts=self.timeouts,
+            backoff_max=self.backoff_max,
+            interval=self.interval,
+            writer=self.writer,
+            writer_credentials=self.writer_credentials,
+            writer_priority=self.writer_priority,
+            writer_interval=self.writer_interval,
+            writer_validity=self.writer_validity,
+            writer_takeover=self.writer_takeover,
+        )
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """One watched node's part of the settings: what its health poll and its lease are built
+    from. A reload that changes any of it replaces the node's runtime (both connections and
+    both jobs) whole, so the two never run on different settings (docs/architecture.md,
+    "Reloads")."""
+
+    address: NodeAddress
+    credentials: Credentials
+    tls: Tls
+    timeouts: Timeouts
+    backoff_max: float
+    interval: float
+    writer: bool
+    writer_credentials: Credentials
+    writer_priority: int
+    writer_interval: float
+    writer_validity: float
+    writer_takeover: float
 
 
 # --- parsing of single values -------------------------------------------------------------
@@ -710,7 +765,7 @@ SETTINGS: tuple[Setting, ...] = (
         "writer",
         bool,
         "take part in electing one writer through a lease row in the cluster and answer "
-        "/writer (needs CREATE, SELECT, INSERT, UPDATE ON galera_health.*)",
+        "/writer (needs CREATE, ALTER, SELECT, INSERT, UPDATE ON galera_health.*)",
         field="writer",
         commands=SERVE,
         shown="writer.enabled",
@@ -787,6 +842,32 @@ SETTINGS: tuple[Setting, ...] = (
         field="recovery_peers",
         commands=SERVE,
         shown="recovery.peers",
+    ),
+    Setting(
+        "writer_user",
+        str,
+        "with writer: the MySQL account the lease runs as (CREATE, ALTER, SELECT, INSERT, "
+        "UPDATE ON galera_health.* and SELECT ON mysql.wsrep_cluster_members), so the monitor "
+        "account stays USAGE-only",
+        field="writer_user",
+        default_text="the monitor account",
+        shown="writer.user",
+        commands=SERVE,
+    ),
+    Setting(
+        "writer_password_file",
+        str,
+        "file holding writer_user's password, re-read at every reconnect",
+        field="writer_password_file",
+        commands=SERVE,
+    ),
+    Setting(
+        "writer_password",
+        str,
+        "writer_user's password itself, from the environment only",
+        in_file=False,
+        in_flags=False,
+        commands=SERVE,
     ),
 )
 KEYS: dict[str, Setting] = {setting.key: setting for setting in SETTINGS}
@@ -865,6 +946,8 @@ def raw_from_toml(path: str) -> dict[str, Any]:
             hint = (
                 "; put the password in password_file or GALERA_HEALTH_PASSWORD"
                 if key == "password"
+                else "; put it in writer_password_file or GALERA_HEALTH_WRITER_PASSWORD"
+                if key == "writer_password"
                 else did_you_mean(near_key(key, [k for k, s in KEYS.items() if s.in_file]))
             )
             raise ConfigError(f"unknown key {key!r} in config file {path!r}{hint}")
@@ -912,8 +995,8 @@ def raw_from_env(env: Mapping[str, str]) -> dict[str, Any]:
         if key == "nodes":
             specs = [s for s in value.split(",") if s.strip()]
             raw[key] = [parse_node(s, i, name) for i, s in enumerate(specs, 1)]
-        elif key == "password":
-            raw["password_env"] = name
+        elif key in ("password", "writer_password"):
+            raw[key + "_env"] = name
         else:
             raw[key] = coerce(key, value, name)
     return raw
@@ -945,10 +1028,20 @@ def build_settings(layers: Sequence[dict[str, Any]], need_listen: bool = True) -
             "no MySQL user; give --user, GALERA_HEALTH_USER, user in the config file, "
             "or user= in the [client] group of option_file"
         )
-    password_file = raw.get("password_file")
-    if password_file is not None and not os.access(password_file, os.R_OK):
+    for key in ("password_file", "writer_password_file"):
+        path = raw.get(key)
+        if path is not None and not os.access(path, os.R_OK):
+            raise ConfigError(f"cannot read {key} {path!r}; check the path and its permissions")
+    writer_user = raw.get("writer_user")
+    writer_password_given = raw.get("writer_password_file") or raw.get("writer_password_env")
+    if writer_user and not writer_password_given:
         raise ConfigError(
-            f"cannot read password_file {password_file!r}; check the path and its permissions"
+            f"writer_user {writer_user!r} has no password; give writer_password_file or "
+            "GALERA_HEALTH_WRITER_PASSWORD"
+        )
+    if not writer_user and writer_password_given:
+        raise ConfigError(
+            "a writer password without writer_user; give writer_user (the lease's account)"
         )
     listen = DEFAULTS.listen
     if need_listen and raw.get("listen"):
@@ -1021,6 +1114,8 @@ def build_settings(layers: Sequence[dict[str, Any]], need_listen: bool = True) -
             "nodes": tuple(nodes),
             "credentials.user": user,
             "credentials.password_env": raw.get("password_env"),
+            "writer_user": writer_user or None,
+            "writer_password_env": raw.get("writer_password_env"),
             # kept only where the password comes from: user= alone was taken above
             "credentials.option_file": raw.get("option_file")
             if "password" in option_values
@@ -1126,9 +1221,9 @@ def load_settings(
 # --- showing the effective settings -----------------------------------------------------
 
 
-def password_source(settings: Settings) -> str:
+def password_source(settings: Settings, credentials: Credentials | None = None) -> str:
     """Where the password comes from, never what it is."""
-    credentials = settings.credentials
+    credentials = credentials or settings.credentials
     if credentials.password_file is not None:
         return f"password_file {credentials.password_file}"
     if credentials.password_env is not None:
@@ -1170,5 +1265,7 @@ def describe(settings: Settings) -> dict[str, Any]:
         interval_seconds=settings.writer_interval,
         takeover_seconds=settings.writer_takeover,
         validity_seconds=settings.writer_validity,
+        user=settings.writer_credentials.user,
+        password_source=password_source(settings, settings.writer_credentials),
     )
     return document

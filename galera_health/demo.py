@@ -20,18 +20,19 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
-from .lease_sql import GRANT
+from .lease_sql import GRANTS
 from .testbed import GaleraTestbed, TestbedError, TestbedNode, free_ports, missing_requirements
 
 RESTART_AFTER = 15.0
-# The per-node agents elect a writer (/writer), which needs the lease's grant; the monitor
-# account keeps USAGE only, as the README sets it up for /health.
+# The per-node agents elect a writer (/writer) through an account of its own with the lease's
+# grants (writer_user); the monitor account keeps USAGE only, as the README sets both up. (The
+# demo gives both the monitor's password, from one file; the README gives each its own.)
 WRITER_USER = "health_writer"
 
 
 def writer_account(testbed: GaleraTestbed) -> str:
-    """The account the per-node agents use: the monitor's password, the lease's grant."""
-    testbed.create_account(WRITER_USER, GRANT)
+    """The per-node agents' writer_user: the monitor's password, the lease's grants."""
+    testbed.create_account(WRITER_USER, GRANTS)
     return WRITER_USER
 
 
@@ -74,8 +75,9 @@ def write_config(testbed: GaleraTestbed, directory: str) -> str:
 def agent_command(
     node: TestbedNode, testbed: GaleraTestbed, port: int, user: str, config: str | None = None
 ) -> list[str]:
-    """One node's agent, taking part in the writer election (`user` has the lease's grant).
-    `config`: the demo's config file (its state_dir); the --node flag wins over its [nodes]."""
+    """One node's agent, taking part in the writer election as `user` (the lease's grants);
+    its health polls run as the USAGE-only monitor account. `config`: the demo's config file
+    (its state_dir); the --node flag wins over its [nodes]."""
     return [
         sys.executable,
         "-m",
@@ -87,10 +89,14 @@ def agent_command(
         "--listen",
         f"127.0.0.1:{port}",
         "--user",
-        user,
+        testbed.monitor_user,
         "--password-file",
         testbed.password_file,
         "--writer",
+        "--writer-user",
+        user,
+        "--writer-password-file",
+        testbed.password_file,
     ]
 
 

@@ -12,6 +12,9 @@ The statements themselves are in lease_sql.py; this module does no I/O and reads
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Literal
+
+from .config import LEASE_MARGIN, LEASE_MIN_INTERVAL, WRITER_DONOR_GRACE
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,14 @@ class LeaseRow:
     next_holder: str = ""  # a node of higher priority asking for the role (failback)
     next_holder_id: str = ""
     next_priority: int = 0
+    # The holder's promise: it answers 200 at most this long (ms) after the start of a renewal
+    # (its writer_validity), written with every renewal. 0: not stated (nobody holds, a
+    # hand-over not yet renewed, or a holder of a version before it; docs/architecture.md,
+    # "Mixed settings").
+    validity_ms: int = 0
+    # Read beside the row, not in it: whether holder_id is a member of the reading node's
+    # cluster (True when nobody holds it).
+    holder_member: bool = True
 
     @property
     def version(self) -> tuple[int, int]:
@@ -43,6 +54,7 @@ class Identity:
     name: str
     id: str
     priority: int = 0
+    validity_ms: int = 0  # its writer_validity: what its renewals promise (LeaseRow.validity_ms)
 
 
 # --- the statements the decision asks for -------------------------------------------------
@@ -107,11 +119,14 @@ Outcome = LeaseRow | bool | Failure
 
 # --- what a contender remembers between polls, and publishes ------------------------------
 
-WRITER = "writer"
-STANDBY = "standby"
-OUT = "out"  # its own node is not usable: not a candidate
-UNAVAILABLE = "unavailable"  # a lease statement failed (no grant, timeout, non-Primary, ...)
-STARTING = "starting"
+# A node's part in the election, one word (in /status `writer.role` and the log's from/to):
+# mypy refuses any other string.
+Role = Literal["starting", "writer", "standby", "out", "unavailable"]
+WRITER: Role = "writer"
+STANDBY: Role = "standby"
+OUT: Role = "out"  # its own node is not usable: not a candidate
+UNAVAILABLE: Role = "unavailable"  # a lease statement failed (no grant, timeout, non-Primary, ...)
+STARTING: Role = "starting"
 
 
 @dataclass(frozen=True)
@@ -120,13 +135,21 @@ class LeaseState:
     Published to the store after every step; /writer judges it at read time."""
 
     node: str
-    role: str = STARTING
+    role: Role = STARTING
     detail: str = ""
     row: LeaseRow | None = None
     seen_at: float | None = None  # monotonic: when row.version was first seen (moved)
     holding: int | None = None  # the epoch this node holds
     renewed_at: float | None = None  # monotonic start of the last committed renewal
     failure: str | None = None  # Failure.kind while unavailable
+    read_at: float | None = None  # monotonic end of the last read
+    # The last write of the row no agent can have made (docs/architecture.md, "Who may write
+    # the lease"): reported in /status and the log, kept until the holder changes.
+    foreign: str | None = None
+    # What its last committed renewal promised (its writer_validity then, seconds): a reload
+    # that changes the interval judges older renewals by their own promise, never a longer one.
+    validity: float | None = None
+    own_id: str = ""  # this node's identity, once known: a row naming it is never "someone else's"
 
 
 def failed(state: LeaseState, failure: Failure) -> LeaseState:
@@ -142,6 +165,19 @@ def failed(state: LeaseState, failure: Failure) -> LeaseState:
     )
 
 
+def keeps_role(
+    state: LeaseState, healthy: bool, health_state: str, donor_since: float | None, now: float
+) -> bool:
+    """Whether the node counts as usable for the lease: its /health is 200, or it holds the
+    role and has been a Donor for less than WRITER_DONOR_GRACE (an IST donation: it keeps the
+    role, and answers /writer like /health meanwhile; a longer one is an SST: it releases)."""
+    if healthy:
+        return True
+    if state.holding is None or health_state != "donor" or donor_since is None:
+        return False
+    return now - donor_since < WRITER_DONOR_GRACE
+
+
 def start(state: LeaseState, usable: bool) -> Step:
     """The first statement of a poll: the holder renews (or releases) without reading first;
     everyone else reads."""
@@ -152,7 +188,38 @@ def start(state: LeaseState, usable: bool) -> Step:
 
 def _seen(state: LeaseState, row: LeaseRow, now: float) -> LeaseState:
     moved = state.row is None or state.seen_at is None or state.row.version != row.version
-    return replace(state, row=row, seen_at=now if moved else state.seen_at)
+    foreign = state.foreign
+    if state.row is None or state.row.epoch != row.epoch or state.row.holder_id != row.holder_id:
+        foreign = None
+    elif moved:
+        foreign = foreign_write(state.row, row, now - (state.read_at or now)) or foreign
+    return replace(
+        state, row=row, seen_at=now if moved else state.seen_at, read_at=now, foreign=foreign
+    )
+
+
+def foreign_write(before: LeaseRow, after: LeaseRow, seconds: float) -> str | None:
+    """What is wrong with a move of the row between two reads `seconds` apart (same epoch and
+    holder), or None. An agent holding the lease writes it at most once per lease poll (at
+    least LEASE_MIN_INTERVAL apart; +2 for a take-over's proving renewal and a release), and
+    only while its node is a member of the cluster."""
+    if after.version == before.version:
+        return None
+    if after.holder_id and not after.holder_member and not before.holder_member:
+        return (
+            f"the lease moved ({before.counter} -> {after.counter}) while its holder "
+            f"{after.holder or after.holder_id} is not a member of the cluster: written by "
+            "something other than an agent"
+        )
+    jump = after.counter - before.counter
+    if jump < 0:
+        return f"the lease counter went back ({before.counter} -> {after.counter})"
+    if jump > seconds / LEASE_MIN_INTERVAL + 2:
+        return (
+            f"the lease counter jumped by {jump} in {seconds:.1f} s: written by something other "
+            "than an agent"
+        )
+    return None
 
 
 def advance(
@@ -168,6 +235,7 @@ def advance(
     """The new state after `step` gave `outcome`, and the next statement of this poll (None: done).
     `started`: the monotonic time the step's statement was sent (a renewal's 200 counts from
     it, never from its answer); `now`: after the answer (a version counts as seen from then)."""
+    state = replace(state, own_id=me.id)
     if isinstance(outcome, Failure):
         return failed(state, outcome), None
     state = replace(state, failure=None)
@@ -194,6 +262,7 @@ def advance(
             next_holder="",
             next_holder_id="",
             next_priority=0,
+            validity_ms=me.validity_ms,
         )
         won = replace(
             state,
@@ -203,6 +272,7 @@ def advance(
             seen_at=now,
             holding=epoch,
             renewed_at=started,
+            validity=me.validity_ms / 1000 if me.validity_ms else None,
         )
         return won, None
     if isinstance(step, Release):
@@ -234,12 +304,19 @@ def _after_read(
         return replace(state, role=STANDBY, detail="the lease is free"), Acquire(row)
     assert state.seen_at is not None
     still = now - state.seen_at
-    if still >= takeover:
+    if still >= takeover_wait(row, takeover):
         detail = f"{row.holder} did not renew for {still:.1f} s"
         return replace(state, role=STANDBY, detail=detail), Acquire(row)
     if me.priority > row.priority and not row.next_holder_id:
         return replace(state, role=STANDBY, detail=""), RequestHandover(row)
     return replace(state, role=STANDBY, detail=""), None
+
+
+def takeover_wait(row: LeaseRow, takeover: float) -> float:
+    """How long a contender waits for a still lease: its own writer_takeover, or longer when the
+    holder's promise (its validity + LEASE_MARGIN) says so, so agents with different settings
+    never take the role from a live holder nor answer 200 beside it."""
+    return max(takeover, row.validity_ms / 1000 + LEASE_MARGIN)
 
 
 def next_poll(state: LeaseState, started: float, period: float, takeover: float) -> float:
@@ -252,7 +329,7 @@ def next_poll(state: LeaseState, started: float, period: float, takeover: float)
     due = started + period
     row = state.row
     if state.holding is None and row is not None and not row.released and state.seen_at is not None:
-        due = min(due, state.seen_at + takeover)
+        due = min(due, state.seen_at + takeover_wait(row, takeover))
     return due
 
 
@@ -267,21 +344,33 @@ def answer(
     a reason that names the writer."""
     if not health_ok:
         return False, health_reason
-    if state is None or state.role == STARTING:
-        return False, "starting (no lease read yet)"
-    if state.role == UNAVAILABLE:
-        return False, f"no lease ({state.detail})"
-    if state.role == WRITER and state.renewed_at is not None:
+    if state is not None and state.role == WRITER and state.renewed_at is not None:
+        validity = min(validity, state.validity) if state.validity is not None else validity
         age = now - state.renewed_at
-        epoch = state.holding
         if age <= validity:
-            return True, f"writer (epoch {epoch})"
+            return True, role_text(state)
         return False, f"writer lease not renewed for {age:.1f} s (valid {validity:g} s)"
+    return False, role_text(state)
+
+
+def role_text(state: LeaseState | None) -> str:
+    """The role in words, as /writer and the election's log lines say it: a standby names the
+    writer, never itself (a row naming this node that it has not proved by a renewal yet)."""
+    if state is None or state.role == STARTING:
+        return "starting (no lease read yet)"
+    if state.role == UNAVAILABLE:
+        return f"no lease ({state.detail})"
+    if state.role == WRITER:
+        return f"writer (epoch {state.holding})"
     row = state.row
-    if row is None or row.released:
-        return False, f"standby (no writer: {state.detail or 'the lease is free'})"
     extra = f"; {state.detail}" if state.detail else ""
-    return False, f"standby (writer: {row.holder}{extra})"
+    if state.role == OUT:
+        return f"out (not a candidate: its node is not usable{extra})"
+    if row is None or row.released:
+        return f"standby (no writer: {state.detail or 'the lease is free'})"
+    if state.own_id and row.holder_id == state.own_id:
+        return f"standby (the lease names this node, not proved by a renewal yet{extra})"
+    return f"standby (writer: {row.holder}{extra})"
 
 
 def lease_age(state: LeaseState | None, now: float) -> float | None:

@@ -16,9 +16,10 @@ from dataclasses import replace
 from typing import Any
 
 import mysql.connector
+from mysql.connector import errorcode
 from mysql.connector import errors as myerrors
 
-from .config import LEASE_STATEMENT_TIMEOUT, NodeAddress, Settings, Timeouts
+from .config import LEASE_STATEMENT_TIMEOUT, NodeSettings, Timeouts
 from .lease import (
     Acquire,
     Failure,
@@ -44,8 +45,20 @@ from .probe import (
 
 SCHEMA = "galera_health"
 TABLE = f"{SCHEMA}.writer_lease"
-GRANT = f"CREATE, SELECT, INSERT, UPDATE ON {SCHEMA}.*"
-COLUMNS = "holder, holder_id, priority, epoch, counter, next_holder, next_holder_id, next_priority"
+GRANT = f"CREATE, ALTER, SELECT, INSERT, UPDATE ON {SCHEMA}.*"
+# Whether the row's holder is a member of this node's cluster (Galera 4 keeps the members with
+# their gcomm UUIDs there): a lease that moves while its holder is none was written by
+# something other than an agent (docs/architecture.md, "Who may write the lease").
+MEMBERS = "mysql.wsrep_cluster_members"
+MEMBERS_GRANT = f"SELECT ON {MEMBERS}"
+GRANTS = (GRANT, MEMBERS_GRANT)
+COLUMNS = (
+    "holder, holder_id, priority, epoch, counter, next_holder, next_holder_id, next_priority, "
+    "validity_ms"
+)
+# Added after the first release (docs/architecture.md, "Mixed settings"): a table created by an
+# agent of that release lacks it, and the first agent of this one that reads adds it in place.
+VALIDITY_COLUMN = "validity_ms INT UNSIGNED NOT NULL DEFAULT 0"
 CREATE_SCHEMA = f"CREATE DATABASE IF NOT EXISTS {SCHEMA}"
 CREATE_TABLE = (
     f"CREATE TABLE IF NOT EXISTS {TABLE} ("
@@ -57,28 +70,36 @@ CREATE_TABLE = (
     "counter BIGINT UNSIGNED NOT NULL DEFAULT 0, "
     "next_holder VARCHAR(64) NOT NULL DEFAULT '', "
     "next_holder_id VARCHAR(64) NOT NULL DEFAULT '', "
-    "next_priority INT UNSIGNED NOT NULL DEFAULT 0"
+    "next_priority INT UNSIGNED NOT NULL DEFAULT 0, "
+    f"{VALIDITY_COLUMN}"
     ") ENGINE=InnoDB COMMENT='galera-health writer lease: one row, written by the agents'"
 )
 CREATE_ROW = f"INSERT IGNORE INTO {TABLE} (id) VALUES (1)"
+# Idempotent, and harmless when several agents run it at once: DDL replicates in total order
+# (TOI), and the second one finds the column and does nothing. Run only when a read misses it.
+MIGRATE = f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS {VALIDITY_COLUMN}"
 # The node's own copy of the row, without wsrep_sync_wait: a version is applied here only after
 # the statement that wrote it was sent, so a take-over clock started at its first sight is never
 # early, and a decision made on a stale copy is refused by certification. A causal read would
 # instead wait out a stalled cluster and see a renewal made just before the stall only after the
 # eviction, restarting the clock then (docs/architecture.md, "One writer").
-READ = f"SELECT {COLUMNS} FROM {TABLE} WHERE id = 1"
+READ = (
+    f"SELECT {COLUMNS}, holder_id = '' OR EXISTS (SELECT 1 FROM {MEMBERS} "
+    f"WHERE node_uuid = holder_id) FROM {TABLE} WHERE id = 1"
+)
 NOBODY_NEXT = "next_holder = '', next_holder_id = '', next_priority = 0"
 RENEW = (
-    f"UPDATE {TABLE} SET counter = counter + 1 "
+    f"UPDATE {TABLE} SET counter = counter + 1, validity_ms = %s "
     "WHERE id = 1 AND holder_id = %s AND epoch = %s AND next_holder_id = ''"
 )
 ACQUIRE = (
     f"UPDATE {TABLE} SET holder = %s, holder_id = %s, priority = %s, epoch = epoch + 1, "
-    f"counter = counter + 1, {NOBODY_NEXT} WHERE id = 1 AND epoch = %s AND counter = %s"
+    f"counter = counter + 1, validity_ms = %s, {NOBODY_NEXT} "
+    "WHERE id = 1 AND epoch = %s AND counter = %s"
 )
 RELEASE = (
     f"UPDATE {TABLE} SET holder = '', holder_id = '', priority = 0, counter = counter + 1, "
-    f"{NOBODY_NEXT} WHERE id = 1 AND holder_id = %s AND epoch = %s"
+    f"validity_ms = 0, {NOBODY_NEXT} WHERE id = 1 AND holder_id = %s AND epoch = %s"
 )
 REQUEST = (
     f"UPDATE {TABLE} SET next_holder = %s, next_holder_id = %s, next_priority = %s "
@@ -86,7 +107,8 @@ REQUEST = (
 )
 HAND_OVER = (
     f"UPDATE {TABLE} SET holder = next_holder, holder_id = next_holder_id, "
-    f"priority = next_priority, epoch = epoch + 1, counter = counter + 1, {NOBODY_NEXT} "
+    f"priority = next_priority, epoch = epoch + 1, counter = counter + 1, validity_ms = 0, "
+    f"{NOBODY_NEXT} "
     "WHERE id = 1 AND holder_id = %s AND epoch = %s AND next_holder_id = %s"
 )
 IDENTITY = (
@@ -94,20 +116,20 @@ IDENTITY = (
     "information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'WSREP_GCOMM_UUID')"
 )
 
-ER_DBACCESS_DENIED = 1044
-ER_TABLEACCESS_DENIED = 1142
-ER_COLUMNACCESS_DENIED = 1143
-ER_SPECIFIC_ACCESS_DENIED = 1227
-ER_BAD_DB = 1049
-ER_NO_SUCH_TABLE = 1146
-ER_LOCK_DEADLOCK = 1213  # certification lost to a concurrent write of the row
-ER_LOCK_WAIT_TIMEOUT = 1205
-ER_UNKNOWN_COM = 1047  # WSREP has not yet prepared node for application use
-ER_READ_ONLY = 1290
 NO_GRANT = frozenset(
-    {ER_DBACCESS_DENIED, ER_TABLEACCESS_DENIED, ER_COLUMNACCESS_DENIED, ER_SPECIFIC_ACCESS_DENIED}
+    {
+        errorcode.ER_DBACCESS_DENIED_ERROR,
+        errorcode.ER_TABLEACCESS_DENIED_ERROR,
+        errorcode.ER_COLUMNACCESS_DENIED_ERROR,
+        errorcode.ER_SPECIFIC_ACCESS_DENIED_ERROR,
+    }
 )
-MISSING = frozenset({ER_BAD_DB, ER_NO_SUCH_TABLE})
+MISSING = frozenset({errorcode.ER_BAD_DB_ERROR, errorcode.ER_NO_SUCH_TABLE})
+ER_BAD_FIELD = errorcode.ER_BAD_FIELD_ERROR  # a table of the first release: migrate it
+ER_LOCK_DEADLOCK = errorcode.ER_LOCK_DEADLOCK  # certification lost to a concurrent write
+ER_LOCK_WAIT_TIMEOUT = errorcode.ER_LOCK_WAIT_TIMEOUT
+ER_UNKNOWN_COM = errorcode.ER_UNKNOWN_COM_ERROR  # WSREP has not yet prepared node for use
+ER_READ_ONLY = errorcode.ER_OPTION_PREVENTS_STATEMENT
 
 
 def lease_timeouts(timeouts: Timeouts) -> Timeouts:
@@ -125,10 +147,8 @@ def classify(exc: BaseException, user: str, timeouts: Timeouts, connecting: bool
     """One line per cause; a missing grant names the statement that fixes it."""
     errno = getattr(exc, "errno", None) or 0
     if isinstance(exc, myerrors.Error) and errno in NO_GRANT:
-        return Failure(
-            "no_grant",
-            f"the monitor user may not use {SCHEMA}: GRANT {GRANT} TO '{user}'@'<host>'",
-        )
+        grants = "; ".join(f"GRANT {grant} TO '{user}'@'<host>'" for grant in GRANTS)
+        return Failure("no_grant", f"the writer account may not use the lease: {grants}")
     if errno == ER_LOCK_DEADLOCK:
         return Failure("conflict", "lost to a concurrent write of the lease (certification)")
     if errno == ER_UNKNOWN_COM:
@@ -138,6 +158,12 @@ def classify(exc: BaseException, user: str, timeouts: Timeouts, connecting: bool
     if errno == ER_LOCK_WAIT_TIMEOUT:
         return Failure("timeout", "the lease row stayed locked past the lease deadline")
     error = classify_error(exc, timeouts, connecting)
+    if error.kind == "access_denied":
+        return Failure(
+            "access_denied",
+            f"the writer account {user!r} was refused: check writer_user and its password "
+            "(writer_password_file or GALERA_HEALTH_WRITER_PASSWORD)",
+        )
     if error.kind == "timeout" and not connecting:
         return Failure(
             "timeout", f"a lease statement got no answer within {timeouts.read} s (lease deadline)"
@@ -158,18 +184,18 @@ class LeaseClient:
 
     def __init__(
         self,
-        address: NodeAddress,
-        settings: Settings,
+        node: NodeSettings,
         connector: Connector | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.address = address
-        self.credentials = settings.credentials
-        self.tls = settings.tls
-        self.priority = settings.writer_priority
-        self.timeouts = lease_timeouts(settings.timeouts)
-        self.backoff_max = settings.backoff_max
-        self.interval = settings.writer_interval
+        self.address = node.address
+        self.credentials = node.writer_credentials
+        self.tls = node.tls
+        self.priority = node.writer_priority
+        self.timeouts = lease_timeouts(node.timeouts)
+        self.backoff_max = node.backoff_max
+        self.interval = node.writer_interval
+        self.validity = node.writer_validity
         self._connector: Connector = connector or mysql.connector.connect
         self._clock = clock
         self._connection: Any = None
@@ -198,7 +224,9 @@ class LeaseClient:
         if not gcomm:
             connection.shutdown()
             raise myerrors.InterfaceError("the node has no Galera identity (wsrep_gcomm_uuid)")
-        self.identity = Identity(name or self.address.name, gcomm, self.priority)
+        self.identity = Identity(
+            name or self.address.name, gcomm, self.priority, round(self.validity * 1000)
+        )
         self._connection, self._cursor = connection, cursor
 
     def connect(self) -> Identity | Failure:
@@ -233,10 +261,12 @@ class LeaseClient:
         if isinstance(step, Read):
             return self._read(cursor)
         if isinstance(step, Renew):
-            cursor.execute(RENEW, (me.id, step.epoch))
+            cursor.execute(RENEW, (me.validity_ms, me.id, step.epoch))
         elif isinstance(step, Acquire):
             row = step.row
-            cursor.execute(ACQUIRE, (me.name, me.id, me.priority, row.epoch, row.counter))
+            cursor.execute(
+                ACQUIRE, (me.name, me.id, me.priority, me.validity_ms, row.epoch, row.counter)
+            )
         elif isinstance(step, Release):
             cursor.execute(RELEASE, (me.id, step.epoch))
         elif isinstance(step, RequestHandover):
@@ -252,9 +282,14 @@ class LeaseClient:
             cursor.execute(READ)
             found = cursor.fetchall()
         except myerrors.DatabaseError as exc:
-            if exc.errno not in MISSING:
+            if exc.errno == ER_BAD_FIELD:
+                cursor.execute(MIGRATE)  # a table of the first release; then read again
+                cursor.execute(READ)
+                found = cursor.fetchall()
+            elif exc.errno in MISSING:
+                found = []
+            else:
                 raise
-            found = []
         if not found:
             # First start of the first agent: create the table and the row (the DDL replicates
             # in total order; concurrent creators are harmless, IF NOT EXISTS / IGNORE).
@@ -273,6 +308,8 @@ class LeaseClient:
             next_holder=texts[5],
             next_holder_id=texts[6],
             next_priority=int(values[7]),
+            validity_ms=int(values[8]),
+            holder_member=bool(values[9]),
         )
 
     def _failed(self, exc: BaseException, connecting: bool) -> Failure:

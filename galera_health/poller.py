@@ -23,7 +23,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from . import lease, maintenance, recovery
-from .config import ConfigError, NodeAddress, Settings, parse_agents
+from .config import ConfigError, NodeAddress, NodeSettings, Settings, parse_agents
 from .datadir import read_datadir
 from .lease import Failure, Identity, LeaseState, Step
 from .lease_sql import LeaseClient
@@ -48,6 +48,7 @@ class NodePoller:
         policy: Policy,
         store: VerdictStore,
         clock: Callable[[], float] = time.monotonic,
+        stats: PollStats | None = None,
     ) -> None:
         self.name = name
         self.probe = probe
@@ -55,21 +56,12 @@ class NodePoller:
         self.store = store
         self._clock = clock  # monotonic, the store's clock too (out_since is compared with it)
         self.running_since: float | None = None  # monotonic start of the poll in progress
-        self.skipped = 0
-        self.stats = PollStats()  # read by /metrics at scrape time
-        # A reload hands over a new probe; the job thread swaps it in, so the one connection of
-        # a node is only ever touched by that node's job.
-        self.next_probe: NodeProbe | None = None
-        self.retired = False
+        # read by /metrics at scrape time; kept across a reload that replaces the node's runtime
+        self.stats = stats if stats is not None else PollStats()
+        self.retired = False  # a reload removed or replaced it: its job ends, nothing published
         # kill_sessions: how long after a drain/maintenance began, and which episode was done
         self.kill_sessions_after: float | None = None
         self._killed_for: float | None = None
-
-    def _swap_probe(self) -> None:
-        replacement, self.next_probe = self.next_probe, None
-        if replacement is not None:
-            self.probe.close()
-            self.probe = replacement
 
     def run_once(self) -> Verdict | None:
         if self.retired:
@@ -78,7 +70,6 @@ class NodePoller:
         started = self._clock()
         self.running_since = started
         try:
-            self._swap_probe()
             observation = self.probe.poll()
             if self.retired:  # removed by a reload while polling: leave nothing behind
                 self.probe.close()
@@ -174,6 +165,9 @@ class LeaseRunner:
         self.running_since: float | None = None
         self._due = 0.0
         self._usable: bool | None = None
+        self._donor_since: float | None = None  # monotonic: when its node became a Donor
+        # (role, failure, holder seen) of the last log line: one line per change of these
+        self._logged: tuple[lease.Role, str | None, str | None] = (lease.STARTING, None, None)
 
     def run_once(self) -> LeaseState:
         """Called every tick; polls the lease when lease.next_poll says it is due, or at once
@@ -185,16 +179,25 @@ class LeaseRunner:
         health = self.store.view(self.name)
         if health.state == "starting":
             return self.state  # no verdict yet: not asked, neither a candidate nor out
+        if health.state != "donor":
+            self._donor_since = None
+        elif self._donor_since is None:
+            self._donor_since = started
+        usable = lease.keeps_role(
+            self.state, health.healthy, health.state, self._donor_since, started
+        )
         # Due once a period; at once when the node's own usability changed (maintenance, drain:
         # the holder releases at the next tick, not a period later).
-        if started < self._due - self.tick / 2 and health.healthy == self._usable:
+        if started < self._due - self.tick / 2 and usable == self._usable:
             return self.state
-        self._usable = health.healthy
+        self._usable = usable
         self.running_since = started
         try:
-            state = self._run(health.healthy)
+            state = self._run(usable)
         finally:
             self.running_since = None
+            if self.retired:  # replaced or removed by a reload while it ran
+                self.client.close()
         self._due = lease.next_poll(state, started, self.period, self.takeover)
         return state
 
@@ -231,38 +234,43 @@ class LeaseRunner:
 
     def _set(self, state: LeaseState) -> None:
         self.state = state
-        self.store.publish_lease(state)
+        if not self.retired:  # a replaced runtime's last poll must not overwrite its successor's
+            self.store.publish_lease(state)
 
     def _log(self, before: LeaseState) -> None:
         after = self.state
-        old_holder = before.row.holder if before.row is not None else None
-        new_holder = after.row.holder if after.row is not None else None
-        if (
-            before.role == after.role
-            and (before.failure == after.failure)
-            and (old_holder == new_holder or after.role == lease.WRITER)
-        ):
+        if after.foreign is not None and before.foreign is None:  # once per holder
+            log.warning(
+                "%s: writer election: %s (the writer account's password may be known to "
+                'someone else; docs/architecture.md, "Who may write the lease")',
+                self.name,
+                after.foreign,
+                extra={"node": self.name, "event": "writer_foreign_write"},
+            )
+        holder = after.row.holder if after.row is not None else None
+        logged = (after.role, after.failure, None if after.role == lease.WRITER else holder)
+        if logged == self._logged:
             return
-        level = logging.WARNING if after.role == lease.UNAVAILABLE else logging.INFO
-        if after.role == lease.WRITER:
-            what = f"writer (epoch {after.holding})"
-        elif after.role == lease.UNAVAILABLE:
-            what = f"no lease ({after.detail})"
-        else:
-            holder = new_holder or "none, the lease is free"
-            what = f"{after.role} (writer: {holder}{'; ' + after.detail if after.detail else ''})"
+        # A transition (never held back by the repeat filter), whose `from` is the last line's
+        # `to`: the role as the previous line said it, not as the last poll began.
+        was = self._logged[0]
+        self._logged = logged
+        lost = was == lease.WRITER and after.role != lease.WRITER
+        level = logging.WARNING if lost or after.role == lease.UNAVAILABLE else logging.INFO
         log.log(
             level,
-            "%s: writer election: %s -> %s",
+            "%s: writer election: %s -> %s: %s",
             self.name,
-            before.role,
-            what,
+            was,
+            after.role,
+            lease.role_text(after),
             extra={
+                "transition": True,
                 "node": self.name,
                 "event": "writer",
-                "from": before.role,
+                "from": was,
                 "to": after.role,
-                "holder": new_holder,
+                "holder": holder,
                 "epoch": after.row.epoch if after.row is not None else None,
             },
         )
@@ -291,8 +299,11 @@ class Poller:
         self.store = store
         self._probe_factory = probe_factory
         self._reload_settings = reload_settings
+        # One runtime per watched node: its health poll and its lease (with --writer), each with
+        # its connection and job, built from one NodeSettings (built_from) and replaced together.
         self.nodes: dict[str, NodePoller] = {}
         self.leases: dict[str, LeaseRunner] = {}
+        self.built_from: dict[str, NodeSettings] = {}
         self.stats_by_node: dict[str, PollStats] = {}  # the same dict for the life of the agent
         if settings.writer:
             store.enable_writer(settings.writer_validity)
@@ -313,35 +324,58 @@ class Poller:
     def policy(self) -> Policy:
         return self.settings.policy
 
-    def _new_probe(self, address: NodeAddress, settings: Settings) -> NodeProbe:
-        return probe_for(address, settings, self._probe_factory)
-
-    def _add_node(self, address: NodeAddress) -> NodePoller:
+    def _add_node(self, address: NodeAddress, stats: PollStats | None = None) -> NodePoller:
+        """The node's runtime, built from its NodeSettings alone."""
+        built = self.settings.node(address)
         node = NodePoller(
-            address.name, self._new_probe(address, self.settings), self.settings.policy, self.store
+            address.name,
+            probe_for(built, self._probe_factory),
+            self.settings.policy,
+            self.store,
+            stats=stats,
         )
         node.kill_sessions_after = self._kill_after(self.settings)
         self.nodes[address.name] = node
         self.stats_by_node[address.name] = node.stats
-        if self.settings.writer:
+        self.built_from[address.name] = built
+        if built.writer:
             self.leases[address.name] = LeaseRunner(
                 address.name,
-                LeaseClient(address, self.settings),
+                LeaseClient(built),
                 self.store,
-                self.settings.writer_takeover,
-                self.settings.writer_interval,
-                self.settings.interval,
+                built.writer_takeover,
+                built.writer_interval,
+                built.interval,
             )
         return node
+
+    def _retire(self, name: str) -> None:
+        """End a node's runtime: both jobs removed, both connections closed (by the job itself
+        when it is running now: it publishes nothing more)."""
+        self.built_from.pop(name, None)
+        node = self.nodes.pop(name)
+        node.retired = True
+        with contextlib.suppress(JobLookupError):
+            self._scheduler.remove_job(name)
+        runner = self.leases.pop(name, None)
+        if runner is not None:
+            runner.retired = True
+            with contextlib.suppress(JobLookupError):
+                self._scheduler.remove_job(LEASE_JOB + name)
+            if runner.running_since is None:
+                runner.client.close()
+        if node.running_since is None:
+            node.probe.close()
 
     @staticmethod
     def _kill_after(settings: Settings) -> float | None:
         return settings.kill_sessions_after if settings.kill_sessions else None
 
     def _schedule(self, node: NodePoller) -> None:
+        interval = self.built_from[node.name].interval
         self._scheduler.add_job(
             node.run_once,
-            IntervalTrigger(seconds=self.settings.interval),
+            IntervalTrigger(seconds=interval),
             id=node.name,
             name=f"poll {node.name}",
             next_run_time=datetime.now(timezone.utc),
@@ -351,7 +385,7 @@ class Poller:
         if runner is not None:
             self._scheduler.add_job(
                 runner.run_once,
-                IntervalTrigger(seconds=self.settings.interval),
+                IntervalTrigger(seconds=interval),
                 id=LEASE_JOB + node.name,
                 name=f"writer lease {node.name}",
                 next_run_time=datetime.now(timezone.utc),
@@ -404,7 +438,6 @@ class Poller:
             return
         node = self.nodes.get(event.job_id)
         if node is not None:
-            node.skipped += 1
             node.stats.note_skipped()
 
     # --- housekeeping: maintenance files, reloads, stuck polls ---------------------------
@@ -522,38 +555,29 @@ class Poller:
         self._config_mtime = self._mtime(new.config_path)
         wanted = {address.name: address for address in new.nodes}
         for name in [n for n in self.nodes if n not in wanted]:
-            node = self.nodes.pop(name)
-            node.retired = True
+            self._retire(name)
             self.stats_by_node.pop(name, None)
-            with contextlib.suppress(JobLookupError):
-                self._scheduler.remove_job(name)
-            runner = self.leases.pop(name, None)
-            if runner is not None:
-                runner.retired = True
-                with contextlib.suppress(JobLookupError):
-                    self._scheduler.remove_job(LEASE_JOB + name)
-            if node.running_since is None:
-                node.probe.close()
         self.store.reconfigure(wanted, new.max_age, new.healthy_max_age)
-        connection_changed = (
-            new.credentials != old.credentials
-            or new.timeouts != old.timeouts
-            or new.backoff_max != old.backoff_max
-            or new.interval != old.interval
-            or new.tls != old.tls
-        )
-        old_addresses = {address.name: address for address in old.nodes}
+        if new.writer:
+            self.store.enable_writer(new.writer_validity)
         for name, address in wanted.items():
             kept = self.nodes.get(name)
+            stats = None
+            if kept is not None and new.node(address) != self.built_from[name]:
+                # Anything its connections were built from changed (address, credentials, TLS,
+                # deadlines, interval): a new runtime, both connections at once, and its lease
+                # proven again before this node answers /writer 200 (the row still names it
+                # when it is the same node).
+                stats = kept.stats
+                self._retire(name)
+                if new.writer:
+                    self.store.publish_lease(LeaseState(name))
+                kept = None
             if kept is None:
-                self._schedule(self._add_node(address))
+                self._schedule(self._add_node(address, stats))
                 continue
             kept.policy = new.policy
             kept.kill_sessions_after = self._kill_after(new)
-            if connection_changed or old_addresses.get(name) != address:
-                kept.next_probe = self._new_probe(address, new)
-            if new.interval != old.interval:
-                self._scheduler.reschedule_job(name, trigger=IntervalTrigger(seconds=new.interval))
         self.apply_maintenance()
         log.info(
             "config reloaded (nodes: %s)",
@@ -579,7 +603,8 @@ class Poller:
                 self._stuck_logged.discard(name)
 
     def liveness(self) -> tuple[bool, str]:
-        """Alive = the scheduler runs and no poll is stuck beyond every deadline it has.
+        """Alive = the scheduler runs and no poll (health or lease) is stuck beyond every
+        deadline it has (a lease poll is at most MAX_STEPS statements of 1 s each).
         A frozen database cannot cause that (every step has a timeout); an agent bug can."""
         if not self._scheduler.running:
             return False, "poller stopped"
@@ -589,6 +614,10 @@ class Poller:
             started = node.running_since
             if started is not None and now - started > self.settings.stuck_after:
                 stuck.append(f"{name} poll running for {now - started:.0f} s")
+        for name, runner in list(self.leases.items()):
+            started = runner.running_since
+            if started is not None and now - started > self.settings.stuck_after:
+                stuck.append(f"{name} lease poll running for {now - started:.0f} s")
         if stuck:
             return False, "poller stuck: " + "; ".join(stuck)
         return True, "ok"

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import mysql.connector
 from mysql.connector import errors as myerrors
 
-from .config import ConfigError, Credentials, NodeAddress, Settings, Timeouts, Tls
+from .config import ConfigError, Credentials, NodeAddress, NodeSettings, Timeouts, Tls
 from .facts import DRIVER_MODE, STATUS_NAMES, VARIABLE_NAMES
 from .verdict import Observation, ProbeError, Snapshot
 
@@ -356,15 +356,13 @@ class NodeProbe:
     close = discard
 
 
-def probe_for(
-    address: NodeAddress, settings: Settings, factory: Callable[..., NodeProbe] = NodeProbe
-) -> NodeProbe:
-    """A node's probe built from the settings (the poller and `check` share it)."""
+def probe_for(node: NodeSettings, factory: Callable[..., NodeProbe] = NodeProbe) -> NodeProbe:
+    """A node's probe built from its settings (the poller and `check` share it)."""
     return factory(
-        address,
-        settings.credentials,
-        settings.timeouts,
-        settings.interval,
-        settings.backoff_max,
-        tls=settings.tls,
+        node.address,
+        node.credentials,
+        node.timeouts,
+        node.interval,
+        node.backoff_max,
+        tls=node.tls,
     )

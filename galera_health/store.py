@@ -81,6 +81,11 @@ class VerdictStore:
         self._history_size = history
         self._history: dict[str, deque[Transition]] = {n: deque(maxlen=history) for n in self.nodes}
         self._history_lock = threading.Lock()  # held for a deque append or copy, never for I/O
+        # The writers of the overlays and the node list (housekeeping's set_maintenance and a
+        # reload, the SIGTERM handler's start_drain) change them under this one lock, so each
+        # sees the other's change whole and their transitions chain (no I/O while held; taken
+        # before _history_lock). Readers take the references without it.
+        self._overlay_lock = threading.Lock()
         # Overlays decided outside the poll and applied at read time, so they act at once:
         self._maintenance: dict[str, Maintenance] = {}
         self._draining: str | None = None
@@ -118,17 +123,22 @@ class VerdictStore:
     ) -> None:
         """A reload: the new node list and age limits; nodes that stay keep verdicts and history."""
         names = tuple(nodes)
-        with self._history_lock:
-            for name in names:
-                self._history.setdefault(name, deque(maxlen=self._history_size))
-        for gone in set(self._nodes) - set(names):
-            self._latest.pop(gone, None)
-        self._max_age = max_age
-        self._healthy_max_age = max_age if healthy_max_age is None else healthy_max_age
-        self._nodes = names
+        with self._overlay_lock:
+            with self._history_lock:
+                for name in names:
+                    self._history.setdefault(name, deque(maxlen=self._history_size))
+            for gone in set(self._nodes) - set(names):
+                self._latest.pop(gone, None)
+            self._max_age = max_age
+            self._healthy_max_age = max_age if healthy_max_age is None else healthy_max_age
+            self._nodes = names
 
     def set_maintenance(self, maintenance: dict[str, Maintenance]) -> list[Transition]:
         """Swap in which nodes are in maintenance; return the transitions it makes."""
+        with self._overlay_lock:
+            return self._set_maintenance(maintenance)
+
+    def _set_maintenance(self, maintenance: dict[str, Maintenance]) -> list[Transition]:
         before, now = self._maintenance, self._wall_clock()
         changes: list[Transition] = []
         for node in self.nodes:
@@ -158,15 +168,18 @@ class VerdictStore:
 
     def start_drain(self, reason: str) -> list[Transition]:
         """SIGTERM: every node answers 503 draining from now on; return the transitions."""
-        now = self._wall_clock()
-        changes = [
-            Transition(node, now, self.view(node).state, "draining", f"draining ({reason})", False)
-            for node in self.nodes
-        ]
-        self._draining = reason
-        self._update_out_since()
-        self._record(changes)
-        return changes
+        with self._overlay_lock:
+            now = self._wall_clock()
+            changes = [
+                Transition(
+                    node, now, self.view(node).state, "draining", f"draining ({reason})", False
+                )
+                for node in self.nodes
+            ]
+            self._draining = reason
+            self._update_out_since()
+            self._record(changes)
+            return changes
 
     def _update_out_since(self) -> None:
         now = self._clock()
@@ -269,9 +282,6 @@ class VerdictStore:
     def publish_lease(self, state: LeaseState) -> None:
         """A node's lease job: its latest part in the election (an atomic reference swap)."""
         self._leases[state.node] = state
-
-    def lease(self, node: str) -> LeaseState | None:
-        return self._leases.get(node)
 
     def writer_view(self, node: str, now: float | None = None) -> WriterView:
         """/writer for a node: 200 only on the holder of a fresh lease whose /health is 200."""

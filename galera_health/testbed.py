@@ -28,6 +28,7 @@ import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -240,18 +241,21 @@ class TestbedNode:
 
     # ------------------------------------------------------------- lifecycle
 
-    def start(self, timeout: float = 120, *, bootstrap: bool = False) -> None:
+    def start(
+        self, timeout: float = 120, *, bootstrap: bool = False, options: Sequence[str] = ()
+    ) -> None:
         """(Re)start this node and wait until it answers on its unix socket.
 
         It joins the running cluster (IST or SST); it is not necessarily
         Synced when this returns.  ``bootstrap=True`` starts a new cluster
         (``--wsrep-new-cluster``) and marks the node's ``grastate.dat`` safe to
-        bootstrap: only for the first node of a fully stopped cluster.
+        bootstrap: only for the first node of a fully stopped cluster. ``options``: extra
+        mariadbd options for this start only (e.g. ``--wsrep-sst-donor=n1``).
         """
-        self._launch(bootstrap=bootstrap)
+        self._launch(bootstrap=bootstrap, options=options)
         self.wait_answering(timeout)
 
-    def _launch(self, *, bootstrap: bool = False) -> None:
+    def _launch(self, *, bootstrap: bool = False, options: Sequence[str] = ()) -> None:
         """Start mariadbd without waiting for it."""
         if self.is_running():
             raise TestbedError(f"{self.name}: already running (pid {self.pid})")
@@ -267,6 +271,7 @@ class TestbedNode:
         ]
         if bootstrap:
             cmd.append("--wsrep-new-cluster")
+        cmd += list(options)
         with open(self.console_log, "ab") as console:
             try:
                 self._proc = subprocess.Popen(
@@ -786,7 +791,9 @@ class GaleraTestbed:
         ]
         return "\n".join(lines)
 
-    def create_account(self, user: str, grant: str = "", timeout: float = 30) -> None:
+    def create_account(
+        self, user: str, grant: str | tuple[str, ...] = "", timeout: float = 30
+    ) -> None:
         """An account with the monitor's password (so the password file serves it too), on the
         test bed's host and localhost, with `grant` (e.g. "SELECT ON db.*") if given; returns when
         every node has it. The monitor account itself has no grant (USAGE suffices for /health)."""
@@ -797,8 +804,9 @@ class GaleraTestbed:
         for host in (self.host, "localhost"):
             account = f"{_sql_string(user)}@{_sql_string(host)}"
             statements.append(f"CREATE USER IF NOT EXISTS {account} IDENTIFIED BY {password};")
-            if grant:
-                statements.append(f"GRANT {grant} TO {account};")
+            for one in (grant,) if isinstance(grant, str) else grant:
+                if one:
+                    statements.append(f"GRANT {one} TO {account};")
         self.nodes[0].sql(" ".join(statements), timeout=min(30.0, self._left(deadline, what)))
         # DDL replicates in total order; wait until every node has applied it.
         check = f"SELECT COUNT(*) FROM mysql.global_priv WHERE User={_sql_string(user)}"

@@ -106,9 +106,6 @@ class Classification:
     detail: str
     usable: bool
 
-    def reason_text(self) -> str:
-        return f"{self.state} ({self.detail})" if self.detail else self.state
-
 
 @dataclass(frozen=True)
 class Verdict:
@@ -310,7 +307,8 @@ def evaluate(
             if bad < limit:
                 # Debounced: still in service, and /status says why it might not be soon.
                 state, healthy, fault = previous.state, True, None
-                detail = f"{found.reason_text()}; bad poll {bad} of {limit} before fall"
+                said = f"{found.state} ({found.detail})" if found.detail else found.state
+                detail = f"{said}; bad poll {bad} of {limit} before fall"
     elif found.usable:
         waits: list[str] = []
         if pending and not isinstance(observation, ProbeError):

@@ -325,6 +325,7 @@ def writer_document(view: WriterView) -> dict[str, Any]:
         "counter": row.counter if row is not None else None,
         "age_seconds": rounded(view.lease_age_seconds),
         "requested_by": (row.next_holder or None) if row is not None else None,
+        "foreign_write": state.foreign if state is not None else None,
     }
 
 

@@ -59,7 +59,7 @@ def test_agent_config_with_the_pod_label_is_one_the_agent_loads(helm: Helm, tmp_
     # the whole config passes the agent's own checks (writer on, one node, a valid key); the
     # secret and state mounts are not here
     raw.pop("state_dir")
-    raw["password_file"] = str(tmp_path)
+    raw["password_file"] = raw["writer_password_file"] = str(tmp_path)
     settings = build_settings([raw], need_listen=False)
     assert settings.kubernetes_pod_label == "example.com/galera-role" and settings.writer
 

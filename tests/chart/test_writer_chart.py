@@ -1,15 +1,16 @@
 """The writer election in the chart: the agent's writer setting, a writer LoadBalancer Service
-whose Azure probe asks /writer beside the read Service, and the lease grant in the reference
-StatefulSet's init SQL."""
+whose Azure probe asks /writer beside the read Service, and the accounts (a USAGE-only monitor,
+a writer account with the lease's grants) in the reference StatefulSet's init script."""
 
 from __future__ import annotations
 
-import re
+import os
+import subprocess
 from pathlib import Path
 
 from galera_health.config import raw_from_toml
 
-from .helm import CHART, RELEASE, Helm
+from .helm import CHART, RELEASE, Helm, Rendered
 
 NAME = f"{RELEASE}-galera-health"
 WRITER = [CHART / "ci" / "writer-values.yaml"]
@@ -51,25 +52,72 @@ def test_agent_config_with_writer_is_one_the_agent_loads(helm: Helm, tmp_path: P
     assert all(not s["metadata"]["name"].endswith("-writer") for s in defaults.all("Service"))
 
 
-def test_reference_statefulset_grants_the_lease_schema_at_first_init(helm: Helm) -> None:
+def accounts_script(rendered: Rendered) -> str:
+    text: str = rendered.one("ConfigMap", f"{NAME}-galera")["data"]["galera-health-accounts.sh"]
+    return text
+
+
+def test_reference_statefulset_creates_both_accounts_at_first_init(helm: Helm) -> None:
+    """The init script as the image sources it (bash, docker_process_sql reading SQL on stdin):
+    the monitor USAGE-only and the writer account with the lease's grants, each only on the
+    loopback; the passwords from the Secret's environment, quoted. Run against a real node in
+    tests/integration/test_writer_ops.py."""
     rendered = helm.render(WRITER)
-    sql = rendered.one("ConfigMap", f"{NAME}-galera")["data"]["galera-health-grants.sql"]
-    assert re.fullmatch(
-        r"GRANT CREATE, SELECT, INSERT, UPDATE ON galera_health\.\* TO 'health'@'%';\s*", sql
-    ), sql
+    env = {
+        "PATH": os.environ["PATH"],
+        "GALERA_HEALTH_MONITOR_PASSWORD": "mon'pw",
+        "GALERA_HEALTH_WRITER_ACCOUNT_PASSWORD": "wr\\pw",
+    }
+    run = subprocess.run(
+        ["bash", "-c", 'docker_process_sql() { cat; }; source "$0"', "/dev/stdin"],
+        input=accounts_script(rendered), capture_output=True, text=True, env=env, check=True,
+    )  # fmt: skip
+    statements = run.stdout.splitlines()
+    assert statements == [
+        line
+        for host in ("localhost", "127.0.0.1")
+        for line in (
+            f"CREATE USER IF NOT EXISTS 'health'@'{host}' IDENTIFIED BY 'mon''pw';",
+            f"CREATE USER IF NOT EXISTS 'health_writer'@'{host}' IDENTIFIED BY 'wr\\\\pw';",
+            "GRANT CREATE, ALTER, SELECT, INSERT, UPDATE ON galera_health.* TO "
+            f"'health_writer'@'{host}';",
+            f"GRANT SELECT ON mysql.wsrep_cluster_members TO 'health_writer'@'{host}';",
+        )
+    ], statements
+    assert "ci-writer-password" not in accounts_script(rendered)
     pod = rendered.one("StatefulSet")["spec"]["template"]["spec"]
     mounts = {
         m["mountPath"]: m.get("subPath") for c in pod["containers"] for m in c["volumeMounts"]
     }
-    assert mounts["/docker-entrypoint-initdb.d/galera-health-grants.sql"] == (
-        "galera-health-grants.sql"
+    assert mounts["/docker-entrypoint-initdb.d/galera-health-accounts.sh"] == (
+        "galera-health-accounts.sh"
     )
+    names = {e["name"] for c in pod["containers"] for e in c.get("env", [])}
+    assert "MARIADB_USER" not in names  # the image would create it as '%'
+    config = rendered.agent_config()
+    assert (config["writer_user"], config["writer_password_file"]) == (
+        "health_writer",
+        "/etc/galera-health/secret/writer-password",
+    )
+    secret = rendered.one("Secret")["data"]
+    assert "writer-password" in secret
+
+
+def test_writer_without_a_writer_password_is_one_line(helm: Helm) -> None:
+    error = helm.failure(DEFAULTS, ["agent.writer=true"])
+    assert "auth.writerPassword is required with agent.writer" in error
 
 
 def test_writer_service_without_the_election_is_one_line(helm: Helm) -> None:
     error = helm.failure(DEFAULTS, ["writerService.enabled=true"])
     assert "writerService.enabled needs agent.writer=true" in error
     error = helm.failure(
-        DEFAULTS, ["writerService.enabled=true", "agent.writer=true", "service.type=ClusterIP"]
+        DEFAULTS,
+        [
+            "writerService.enabled=true",
+            "agent.writer=true",
+            "auth.writerPassword=x",
+            "service.type=ClusterIP",
+        ],
     )
     assert "writerService.enabled needs service.enabled, service.type=LoadBalancer" in error

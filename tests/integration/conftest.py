@@ -48,16 +48,20 @@ def cluster() -> Iterator[GaleraTestbed]:
         testbed.stop()
 
 
-# The account of the agents with --writer: the lease's grant, beside the USAGE-only monitor account.
+# The agents' writer_user: the lease's grants, beside the USAGE-only monitor account.
 WRITER_USER = "gh_writer"
-# Spelled here as the docs spell it, not imported: the tests check the agent asks for this grant.
-WRITER_GRANT = "CREATE, SELECT, INSERT, UPDATE ON galera_health.*"
+# Spelled here as the docs spell them, not imported: the tests check the agent asks for these.
+WRITER_GRANTS = (
+    "CREATE, ALTER, SELECT, INSERT, UPDATE ON galera_health.*",
+    "SELECT ON mysql.wsrep_cluster_members",
+)
 
 
 @pytest.fixture(scope="session")
 def writer_account(cluster: GaleraTestbed) -> tuple[str, str]:
-    """The user and password file of an account with the lease's grant (the monitor's password)."""
-    cluster.create_account(WRITER_USER, WRITER_GRANT)
+    """The user and password file of an account with the lease's grants (the monitor's
+    password): the agents' writer_user."""
+    cluster.create_account(WRITER_USER, WRITER_GRANTS)
     return WRITER_USER, cluster.password_file
 
 

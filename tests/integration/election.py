@@ -160,7 +160,8 @@ class Moved:
 
 
 class Election:
-    """One agent per node with --writer (default settings), each with its own state_dir."""
+    """One agent per node with --writer (default settings), each with its own state_dir; the
+    health polls run as the USAGE-only monitor account, the lease as writer_user."""
 
     def __init__(
         self,
@@ -187,11 +188,12 @@ class Election:
     def start_agent(self, name: str, extra: tuple[str, ...] = ()) -> AgentProcess:
         node = self.cluster.node(name)
         more, env = self.options(name)
+        writer = ["--writer", "--writer-user", self.user, "--writer-password-file"]
         return AgentProcess(
             [f"{name}={node.address()}"],
-            self.user,
-            self.password_file,
-            ["--writer", "--state-dir", str(self.state_dir(name)), *more, *extra],
+            self.cluster.monitor_user,
+            self.cluster.password_file,
+            [*writer, self.password_file, "--state-dir", str(self.state_dir(name)), *more, *extra],
             env=env,
             drain_seconds=None,  # the default settings, the drain's 11 s included
         )

@@ -300,3 +300,41 @@ def test_maintenance_state_dir_layers_as_the_agents(
     assert maintenance_cli(monkeypatch, capsys, "on", env=env)[0] == 0
     assert maintenance_cli(monkeypatch, capsys, "on", "--state-dir", str(from_flag))[0] == 0
     assert [os.listdir(d) for d in (from_file, from_env, from_flag)] == [["maintenance"]] * 3
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (["writer", "handover", "--to", "n2", "--node", "n1=127.0.0.1:1", "--user", "u"],
+         "galera-health: error: these settings have writer off; give the agent's config "
+         "(writer = true)"),
+        (["writer", "handover", "--to", "n2", "--node", "n1=127.0.0.1:1", "--user", "u",
+          "--writer"],
+         "galera-health: error: node 'n2' is not in these settings' nodes (n1); run it beside "
+         "the agent that watches it, with its config"),
+        (["writer", "handover", "--to", "n1", "--timeout", "0", "--node", "n1=127.0.0.1:1",
+          "--user", "u", "--writer"],
+         "galera-health: error: --timeout must be a positive number of seconds"),
+    ],
+)  # fmt: skip
+def test_writer_usage_errors_are_one_line_and_exit_2(
+    argv: list[str], line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip() == line
+
+
+def test_writer_handover_needs_to(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["writer", "handover", "--node", "n1=127.0.0.1:1", "--user", "u", "--writer"])
+    assert exited.value.code == 2
+    assert "the following arguments are required: --to" in capsys.readouterr().err
+
+
+def test_writer_handover_with_no_agent_to_ask_is_one_line_and_exit_1(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    port = free_ports(1)[0]
+    argv = ["writer", "handover", "--to", "n1", "--node", "n1=127.0.0.1:1", "--user", "u"]
+    assert main([*argv, "--writer", "--listen", f"127.0.0.1:{port}"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"galera-health: cannot reach the agent at 127.0.0.1:{port}/health/n1")
+    assert len(err.splitlines()) == 1

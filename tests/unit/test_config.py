@@ -337,7 +337,7 @@ def test_describe_shows_every_setting_it_describes_and_no_secret(password_file: 
     }  # fmt: skip
     assert document["writer"] == {
         "enabled": False, "priority": 0, "interval_seconds": 1.0, "takeover_seconds": 3.0,
-        "validity_seconds": 2.5,
+        "validity_seconds": 2.5, "user": "u", "password_source": f"password_file {password_file}",
     }  # fmt: skip
     assert set(document["policy"]) == set(asdict(settings.policy))
     assert set(document["tls"]) == {"ca", "cert", "verify_identity"}
@@ -389,3 +389,43 @@ def test_a_setting_placed_under_nodes_is_refused_without_its_value(
     message = str(raised.value)
     assert f"has a key {key!r}, which is a setting, not a node" in message
     assert message.endswith(hint) and "s3cret" not in message and "\n" not in message
+def test_the_writer_account_is_its_own_or_the_monitors(
+    password_file: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GALERA_HEALTH_WRITER_PASSWORD", "s3cret-pw")  # read when connecting
+    base = {"nodes": ["a=h:1"], "user": "mon", "password_file": password_file, "writer": "true"}
+    alone = load_settings(base, {})
+    assert alone.writer_credentials == alone.credentials  # as before writer_user existed
+    own = load_settings(
+        {**base, "writer_user": "w"}, {"GALERA_HEALTH_WRITER_PASSWORD": "s3cret-pw"}
+    )
+    assert own.writer_credentials.user == "w" and own.credentials.user == "mon"
+    assert own.writer_credentials.password() == "s3cret-pw"
+    assert own.credentials.password_file == password_file
+    document = describe(own)["writer"]
+    assert (document["user"], document["password_source"]) == (
+        "w",
+        "environment GALERA_HEALTH_WRITER_PASSWORD",
+    )
+    assert "s3cret-pw" not in str(describe(own))
+    by_file = load_settings({**base, "writer_user": "w", "writer_password_file": password_file}, {})
+    assert by_file.writer_credentials.password_file == password_file
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "message"),
+    [
+        ({"writer_user": "w"}, {}, "writer_user 'w' has no password; give writer_password_file "
+         "or GALERA_HEALTH_WRITER_PASSWORD"),
+        ({}, {"GALERA_HEALTH_WRITER_PASSWORD": "x"},
+         "a writer password without writer_user; give writer_user (the lease's account)"),
+        ({"writer_user": "w", "writer_password_file": "/nonexistent/pw"}, {},
+         "cannot read writer_password_file '/nonexistent/pw'; check the path and its permissions"),
+    ],
+)  # fmt: skip
+def test_a_missing_writer_password_is_one_line(
+    flags: dict[str, str], env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"nodes": ["a=h:1"], "user": "mon", **flags}, env)
+    assert str(caught.value) == message

@@ -223,6 +223,7 @@ def test_reload_keeps_verdicts_of_nodes_that_stay_and_applies_the_rest(
     store = poller.store
     kept = store.latest("n2")
     stats = poller.stats()
+    runtime = poller.nodes["n2"]
 
     wanted[0] = settings("n2=h2", "n3=h3", rise=2, max_age=9.0)
     assert poller.reload()
@@ -233,17 +234,18 @@ def test_reload_keeps_verdicts_of_nodes_that_stay_and_applies_the_rest(
     assert store.healthy_max_age == wanted[0].healthy_max_age
     assert store.view("n3").state == "starting"
     assert poller.policy.rise == 2 and poller.nodes["n2"].policy.rise == 2
-    assert poller.nodes["n2"].next_probe is None  # same address and connection settings
+    assert poller.nodes["n2"] is runtime  # same address and connection settings: kept
     assert stats is poller.stats() and set(stats) == {"n2", "n3"}
     assert "config reloaded (nodes: n2=h2:3306, n3=h3:3306)" in caplog.text
 
     wanted[0] = settings("n2=h2:3307", "n3=h3", rise=2, max_age=9.0)  # n2 moved
     assert poller.reload()
-    replacement = poller.nodes["n2"].next_probe
-    assert replacement is not None and probes.addresses["n2"].port == 3307
-    old = probes.of("n2")[0]
-    poller.nodes["n2"].run_once()  # the node's own job swaps the probe, closing the old one
-    assert old.closed and poller.nodes["n2"].probe is replacement and replacement.polls == 1
+    replacement = poller.nodes["n2"]
+    assert replacement is not runtime and runtime.retired and probes.of("n2")[0].closed
+    assert probes.addresses["n2"].port == 3307 and replacement.probe is probes.of("n2")[1]
+    assert replacement.stats is stats["n2"] and store.latest("n2") is kept  # history kept
+    replacement.run_once()
+    assert probes.of("n2")[1].polls == 1
 
 
 def test_a_bad_reload_keeps_the_running_configuration(
@@ -305,7 +307,8 @@ def test_sighup_and_a_changed_config_file_reload_in_the_running_scheduler(tmp_pa
         wait_until(lambda: poller.store.nodes == ("n1", "n2"), "a reload on the file change")
         wait_until(lambda: poller.store.view("n2").state == "synced", "the new node's poll")
         assert poller.settings.interval == 30.0
-        assert poller.nodes["n1"].next_probe in list[Any](probes.of("n1")[1:])  # interval changed
+        assert poller.nodes["n1"].probe is probes.of("n1")[1]  # interval changed: a new runtime
+        assert probes.of("n1")[0].closed
 
         # the same mtime as before, so only the request below reloads
         mtime = os.stat(path).st_mtime
@@ -321,3 +324,129 @@ def test_sighup_and_a_changed_config_file_reload_in_the_running_scheduler(tmp_pa
     finally:
         poller.stop()
     assert not poller.liveness()[0]
+
+
+def test_a_reload_replaces_a_nodes_lease_with_its_health_poll_and_the_store_follows(
+    tmp_path: Path,
+) -> None:
+    """--writer: one runtime per node. A change of anything its connections are built from
+    (address, writer account, interval) replaces the health probe and the lease client
+    together; a policy change replaces neither; the store judges each renewal by its promise."""
+    from galera_health.lease import WRITER, LeaseRow, LeaseState
+
+    password = tmp_path / "pw"
+    password.write_text("x")
+    first = settings("n1=h1", "n2=h2", writer="true")
+    wanted = [first]
+    store = VerdictStore(["n1", "n2"], first.max_age, healthy_max_age=first.healthy_max_age)
+    probes = Probes()
+    poller = Poller(first, store, probes, reload_settings=lambda: wanted[0])
+    lease, node = poller.leases["n1"], poller.nodes["n1"]
+    assert lease.client.address.host == "h1" and lease.client.credentials.user == "health"
+    held = LeaseState("n1", WRITER, row=LeaseRow("n1", "u1", epoch=1), holding=1, renewed_at=0.0)
+    store.publish_lease(held)
+
+    wanted[0] = settings("n1=h1", "n2=h2", writer="true", rise="2")  # the policy only
+    assert poller.reload()
+    assert poller.leases["n1"] is lease and poller.nodes["n1"] is node
+    assert store.writer_view("n1").lease is held
+
+    changes: list[dict[str, Any]] = [
+        {"nodes": ["n1=h3", "n2=h2"]},  # the address: another node
+        {"writer_user": "w", "writer_password_file": str(password)},  # the writer account
+        {"interval": "2"},  # the interval: lease period and validity
+    ]
+    for change in changes:
+        wanted[0] = load_settings(
+            {"nodes": ["n1=h1", "n2=h2"], "user": "health", "writer": "true", **change}, {}
+        )
+        assert poller.reload()
+        new_lease, new_node = poller.leases["n1"], poller.nodes["n1"]
+        assert new_lease is not lease and new_node is not node, change
+        assert lease.retired and node.retired
+        assert new_lease.client.address == probes.addresses["n1"]
+        assert new_node.probe is probes.of("n1")[-1]
+        assert store.writer_view("n1").lease == LeaseState("n1")  # proven again before a 200
+        lease, node = new_lease, new_node
+    assert lease.client.interval == 2.0 and lease.period == 2.0 and lease.tick == 2.0
+    assert lease.client.credentials.user == "health"  # the last change dropped writer_user
+    assert lease.client.validity == 3.5 and store.writer_enabled
+
+
+def test_a_renewal_is_judged_by_its_own_promise_after_a_reload() -> None:
+    """A renewal made under a 2.5 s promise is not stretched by a reload's 3.5 s validity."""
+    from galera_health.lease import WRITER, LeaseRow, LeaseState, answer
+
+    old = LeaseState("n1", WRITER, row=LeaseRow("n1", "u1", epoch=1), holding=1, renewed_at=0.0,
+                     validity=2.5)  # fmt: skip
+    assert answer(old, True, "", 2.4, 3.5)[0] is True
+    assert answer(old, True, "", 2.6, 3.5) == (
+        False,
+        "writer lease not renewed for 2.6 s (valid 2.5 s)",
+    )
+
+
+def test_drain_and_maintenance_change_the_overlays_under_one_lock(clock: Clock) -> None:
+    """SIGTERM's start_drain (main thread) while housekeeping's set_maintenance is half done
+    (held inside it by its wall clock): the drain waits for it, so n1's transitions chain
+    synced -> maintenance -> draining and both overlays hold. Without the lock the drain ran in
+    the middle: synced -> draining, then synced -> maintenance, from a state no longer true."""
+    inside, release = threading.Event(), threading.Event()
+    housekeeping: list[threading.Thread] = []
+
+    def wall_clock() -> float:
+        if threading.current_thread() in housekeeping:
+            inside.set()
+            release.wait(10)
+        return WALL
+
+    store = VerdictStore(["n1", "n2"], 5.0, clock=clock, wall_clock=wall_clock)
+    NodePoller("n1", FakeProbe(Snapshot(SYNCED)), Policy(), store, clock=clock).run_once()  # type: ignore[arg-type]
+    marker = maintenance.Maintenance("x", WALL, "ops", "/m")
+    housekeeping.append(threading.Thread(target=store.set_maintenance, args=({"n1": marker},)))
+    drain = threading.Thread(target=store.start_drain, args=("agent stopping",))
+    housekeeping[0].start()
+    assert inside.wait(10)
+    drain.start()
+    drain.join(0.5)  # without the lock it finishes here, in the middle of set_maintenance
+    release.set()
+    housekeeping[0].join(10)
+    drain.join(10)
+    chain = [(t.from_state, t.to_state) for t in store.transitions("n1")]
+    assert chain == [("starting", "synced"), ("synced", "maintenance"), ("maintenance", "draining")]
+    assert store.view("n1").state == "draining" and store.draining == "agent stopping"
+    assert store.out_since("n1") is not None and store.out_since("n2") is not None
+    store.set_maintenance({})
+    assert store.view("n1").state == "draining"  # the drain outlives the maintenance
+
+
+def test_livez_reports_a_stuck_lease_poll() -> None:
+    """A lease poll hung beyond every deadline (an agent bug: each statement has a 1 s one)
+    makes /livez's liveness fail, like a stuck health poll; it recovers when the poll ends."""
+    from galera_health.lease import Failure
+
+    release = threading.Event()
+
+    class HungClient:
+        address = NodeAddress("n1", "h1", 3306)
+
+        def connect(self) -> Any:
+            release.wait(30)
+            return Failure("unreachable", "released")
+
+        def close(self) -> None:
+            pass
+
+    first = settings("n1=h1", writer="true", stuck_after="1")
+    poller = Poller(first, VerdictStore(["n1"], first.max_age), Probes())
+    poller.leases["n1"].client = HungClient()  # type: ignore[assignment]
+    poller.start()
+    try:
+        wait_until(lambda: not poller.liveness()[0], "the stuck lease poll reported", 15)
+        reason = poller.liveness()[1]
+        assert reason.startswith("poller stuck: n1 lease poll running for "), reason
+        release.set()
+        wait_until(lambda: poller.liveness()[0], "liveness back once the poll ended", 15)
+    finally:
+        release.set()
+        poller.stop()

@@ -3,6 +3,7 @@ observed + the node's own verdict + its own clock -> the next statement and the 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -26,8 +27,12 @@ from galera_health.lease import (
     Step,
     advance,
     answer,
+    foreign_write,
+    keeps_role,
     lease_age,
+    next_poll,
     start,
+    takeover_wait,
 )
 
 TAKEOVER = 3.0
@@ -205,9 +210,10 @@ class Table:
     """The lease row with the conditional UPDATEs of lease_sql.py applied atomically: what
     certification gives (one of concurrent writes commits), without a cluster."""
 
-    def __init__(self) -> None:
+    def __init__(self, legacy: frozenset[str] = frozenset()) -> None:
         self.row = LeaseRow()
         self.writes = 0
+        self.legacy = legacy  # agents of the last release: their writes leave validity_ms alone
 
     def run(self, step: Step, me: Identity) -> LeaseRow | bool:
         if isinstance(step, Read):
@@ -215,6 +221,8 @@ class Table:
         new = self._write(self.row, step, me)
         if new is None:
             return False
+        if me.name in self.legacy:
+            new = replace(new, validity_ms=self.row.validity_ms)
         self.row, self.writes = new, self.writes + 1
         return True
 
@@ -223,11 +231,14 @@ class Table:
         mine = row.holder_id == me.id
         if isinstance(step, Renew):
             ok = mine and row.epoch == step.epoch and not row.next_holder_id
-            return replace(row, counter=row.counter + 1) if ok else None
+            return replace(row, counter=row.counter + 1, validity_ms=me.validity_ms) if ok else None
         if isinstance(step, Acquire):
             if row.version != step.row.version:
                 return None
-            return LeaseRow(me.name, me.id, me.priority, row.epoch + 1, row.counter + 1)
+            return LeaseRow(
+                me.name, me.id, me.priority, row.epoch + 1, row.counter + 1,
+                validity_ms=me.validity_ms,
+            )  # fmt: skip
         if isinstance(step, Release):
             ok = mine and row.epoch == step.epoch
             return LeaseRow(epoch=row.epoch, counter=row.counter + 1) if ok else None
@@ -250,33 +261,45 @@ class Table:
 def simulate(
     until: float, usable: dict[str, Callable[[float], bool]], alive: dict[str, float],
     priorities: dict[str, int] | None = None, answering: dict[str, float] | None = None,
+    periods: dict[str, float] | None = None, legacy: frozenset[str] = frozenset(),
 ) -> list[tuple[float, tuple[str, ...]]]:  # fmt: skip
-    """Three contenders polling every 1 s at their own phase; the /writer answers every 50 ms.
+    """Three contenders polling every 1 s (or their own `periods`, each with the validity and
+    take-over config.py derives from it) at their own phase; the /writer answers every 50 ms.
     `alive`: until when a node's lease job runs; `answering`: until when its agent answers
-    HTTP (default: as long as its lease job runs)."""
+    HTTP (default: as long as its lease job runs); `legacy`: agents of the last release."""
     answering = answering or alive
-    table = Table()
+    table = Table(legacy)
     names = sorted(usable)
-    me = {n: Identity(n, f"uuid-{n}", (priorities or {}).get(n, 0)) for n in names}
+    period = {n: (periods or {}).get(n, 1.0) for n in names}
+    validity = {n: period[n] + VALIDITY - 1.0 for n in names}
+    takeover = {n: validity[n] + TAKEOVER - VALIDITY for n in names}
+    me = {
+        n: Identity(
+            n, f"uuid-{n}", (priorities or {}).get(n, 0),
+            0 if n in legacy else round(validity[n] * 1000),
+        )
+        for n in names
+    }  # fmt: skip
     states = {n: LeaseState(n) for n in names}
     phase = {n: 0.3 * i for i, n in enumerate(names)}
     answers: list[tuple[float, tuple[str, ...]]] = []
     now, tick = 0.0, 0.05
     while now < until:
         for n in names:
-            due = round((now - phase[n]) / tick) % round(1.0 / tick) == 0 and now >= phase[n]
+            every = round(period[n] / tick)
+            due = round((now - phase[n]) / tick) % every == 0 and now >= phase[n]
             if due and now < alive[n]:
                 ok = usable[n](now)
                 step: Step | None = start(states[n], ok)
                 while step is not None:
                     outcome = table.run(step, me[n])
                     states[n], step = advance(
-                        states[n], step, outcome, me[n], ok, TAKEOVER, now, now
+                        states[n], step, outcome, me[n], ok, takeover[n], now, now
                     )
         writers = tuple(
             n
             for n in names
-            if answer(states[n], now < answering[n] and usable[n](now), "", now, VALIDITY)[0]
+            if answer(states[n], now < answering[n] and usable[n](now), "", now, validity[n])[0]
         )
         answers.append((round(now, 2), writers))
         now += tick
@@ -335,3 +358,144 @@ def test_simulated_priority_fails_back_by_a_hand_over_without_two_writers() -> N
     assert all(len(w) <= 1 for _, w in answers)
     assert {w for t, w in answers if 7.0 <= t < 10.0} <= {("n2",), ("n3",)}
     assert all(w == ("n1",) for t, w in answers if t >= 13.0)  # back on the preferred node
+
+
+MIXED = {"n1": 4.0, "n2": 1.0, "n3": 1.0}  # the measured case of issue 21: a slow holder
+
+
+def moves(answers: list[tuple[float, tuple[str, ...]]]) -> list[str]:
+    held = [w[0] for _, w in answers if len(w) == 1]
+    return [b for a, b in itertools.pairwise(held) if a != b]
+
+
+def test_simulated_mixed_settings_a_slow_holder_keeps_the_role() -> None:
+    """n1 renews every 4 s, the others would take over after 3 s of their own: the row's
+    validity_ms makes them wait 6 s, so the role never moves and there is never a second 200."""
+    forever = {"n1": 1e9, "n2": 1e9, "n3": 1e9}
+    answers = simulate(60.0, {"n1": ALWAYS, "n2": ALWAYS, "n3": ALWAYS}, forever, periods=MIXED)
+    assert all(w == ("n1",) for t, w in answers if t >= 1.0), moves(answers)
+    # n1's agent dies at 30 s: one take-over, after n1's promise (5.5 s + margin) at the latest
+    # a period later
+    answers = simulate(
+        60.0, {"n1": ALWAYS, "n2": ALWAYS, "n3": ALWAYS}, {**forever, "n1": 30.0}, periods=MIXED
+    )
+    assert all(len(w) <= 1 for _, w in answers)
+    assert 6.0 - 4.0 <= first_writer_after(answers, 30.0, "n1") <= 6.0 + 1.0
+    assert len(moves(answers)) == 1
+
+
+def test_simulated_mixed_settings_without_the_promise_steal_the_role() -> None:
+    """The same mix where the slow holder is of the last release (it never writes validity_ms):
+    contenders wait their own take-over and steal the role from a live holder; what a rolling
+    upgrade with changed settings would do (docs/architecture.md, "Mixed settings")."""
+    forever = {"n1": 1e9, "n2": 1e9, "n3": 1e9}
+    answers = simulate(
+        30.0, {"n1": ALWAYS, "n2": ALWAYS, "n3": ALWAYS}, forever, periods=MIXED,
+        legacy=frozenset({"n1"}),
+    )  # fmt: skip
+    assert moves(answers), "the old-release holder kept the role: the test shows nothing"
+
+
+def test_simulated_mixed_settings_fast_holder_slow_contender() -> None:
+    """A fast holder (1 s) and a slow contender (4 s: it waits 6 s): one writer, never two."""
+    forever = {"n1": 1e9, "n2": 1e9, "n3": 1e9}
+    periods = {"n1": 1.0, "n2": 4.0, "n3": 0.25}
+    answers = simulate(
+        40.0, {"n1": ALWAYS, "n2": ALWAYS, "n3": ALWAYS}, {**forever, "n1": 20.0}, periods=periods
+    )
+    assert all(len(w) <= 1 for _, w in answers)
+    assert len(moves(answers)) == 1
+
+
+# (what, row, own take-over) -> the wait
+WAITS: list[tuple[str, LeaseRow, float, float]] = [
+    ("no promise (last release, free, hand-over)", HELD, 3.0, 3.0),
+    ("the holder promises less than I wait", replace(HELD, validity_ms=1500), 3.0, 3.0),
+    ("the same settings", replace(HELD, validity_ms=2500), 3.0, 3.0),
+    ("a slower holder: its promise + margin", replace(HELD, validity_ms=5500), 3.0, 6.0),
+    ("my own take-over is longer", replace(HELD, validity_ms=2500), 9.0, 9.0),
+]
+
+
+@pytest.mark.parametrize(("what", "row", "own", "wait"), WAITS, ids=[w[0] for w in WAITS])
+def test_takeover_wait(what: str, row: LeaseRow, own: float, wait: float) -> None:
+    assert takeover_wait(row, own) == pytest.approx(wait)
+
+
+def test_a_slow_holders_promise_delays_the_take_over_and_the_next_poll() -> None:
+    slow = replace(HELD, validity_ms=5500)
+    state, step = advance(seen(slow, 100.0), Read(), slow, ME, True, TAKEOVER, 105.9, 105.95)
+    assert step is None
+    assert next_poll(state, 105.9, 1.0, TAKEOVER) == pytest.approx(106.0)
+    state, step = advance(state, Read(), slow, ME, True, TAKEOVER, 106.0, 106.0)
+    assert step == Acquire(slow)
+
+
+def test_a_won_take_over_and_a_renewal_state_my_promise() -> None:
+    me = replace(ME, validity_ms=2500)
+    state, _ = advance(seen(HELD, 100.0), Acquire(HELD), True, me, True, TAKEOVER, 103.0, 103.1)
+    assert state.row is not None and state.row.validity_ms == 2500
+
+
+GONE = replace(HELD, holder_member=False)
+# (what, row before, row after, seconds between the reads) -> a foreign write (its start) or None
+FOREIGN: list[tuple[str, LeaseRow, LeaseRow, float, str | None]] = [
+    ("a renewal a second later", HELD, MOVED, 1.0, None),
+    ("two renewals and a take-over's proof", HELD, replace(HELD, counter=13), 1.0, None),
+    ("a slow reader sees many renewals", HELD, replace(HELD, counter=40), 30.0, None),
+    ("a jump no agent makes", HELD, replace(HELD, counter=20), 1.0,
+     "the lease counter jumped by 10 in 1.0 s"),
+    ("the counter went back", MOVED, HELD, 1.0, "the lease counter went back (11 -> 10)"),
+    ("a dead holder's lease stands still", GONE, GONE, 1.0, None),
+    ("moves while its holder is no member", GONE, replace(GONE, counter=11), 1.0,
+     "the lease moved (10 -> 11) while its holder n1 is not a member of the cluster"),
+    ("a holder just evicted: its last renewal", HELD, replace(GONE, counter=11), 1.0, None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("what", "before", "after", "seconds", "found"), FOREIGN, ids=[f[0] for f in FOREIGN]
+)
+def test_foreign_write(
+    what: str, before: LeaseRow, after: LeaseRow, seconds: float, found: str | None
+) -> None:
+    text = foreign_write(before, after, seconds)
+    assert (text if found is None else (text or "")[: len(found)]) == found
+
+
+def test_a_foreign_write_is_kept_until_the_holder_changes_and_the_row_still_decides() -> None:
+    state = replace(seen(GONE, 100.0), read_at=100.0)
+    moved = replace(GONE, counter=11)
+    state, step = advance(state, Read(), moved, ME, True, TAKEOVER, 101.0, 101.0)
+    assert state.foreign is not None and state.seen_at == 101.0  # reported, and followed
+    assert step is None
+    state, _ = advance(state, Read(), moved, ME, True, TAKEOVER, 102.0, 102.0)
+    assert state.foreign is not None
+    taken = replace(HELD, holder="n3", holder_id="uuid-3", epoch=5, counter=12)
+    state, _ = advance(state, Read(), taken, ME, True, TAKEOVER, 103.0, 103.0)
+    assert state.foreign is None
+
+
+# (what, holds the role, healthy, health state, donor since, now) -> counts as usable
+KEEPS: list[tuple[str, bool, bool, str, float | None, float, bool]] = [
+    ("healthy", False, True, "synced", None, 100.0, True),
+    ("a donor contender is no candidate", False, False, "donor", 99.9, 100.0, False),
+    ("the holder, a donor just now (IST)", True, False, "donor", 99.9, 100.0, True),
+    ("the holder, a donor for 1.9 s", True, False, "donor", 98.1, 100.0, True),
+    ("the holder, a donor for 2 s (an SST)", True, False, "donor", 98.0, 100.0, False),
+    ("the holder in maintenance", True, False, "maintenance", None, 100.0, False),
+    ("the holder desynced by an operator", True, False, "desynced", None, 100.0, False),
+]
+
+
+@pytest.mark.parametrize(
+    ("what", "holds", "healthy", "health", "since", "now", "usable"),
+    KEEPS,
+    ids=[k[0] for k in KEEPS],
+)
+def test_keeps_role(
+    what: str, holds: bool, healthy: bool, health: str, since: float | None, now: float,
+    usable: bool,
+) -> None:  # fmt: skip
+    state = holding() if holds else seen(HELD, 90.0)
+    assert keeps_role(state, healthy, health, since, now) is usable

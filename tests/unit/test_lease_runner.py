@@ -4,19 +4,24 @@ verdict; with scripted lease clients."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from galera_health.lease import (
+    STANDBY,
     WRITER,
     Acquire,
     Failure,
     Identity,
     LeaseRow,
+    LeaseState,
     Read,
     Release,
     Renew,
     Step,
+    role_text,
 )
+from galera_health.logs import RepeatFilter
 from galera_health.poller import LeaseRunner
 from galera_health.store import VerdictStore
 from galera_health.verdict import Snapshot
@@ -154,3 +159,64 @@ def test_a_take_over_abandoned_at_its_deadline_and_committed_later_is_proven_at_
     job.run_once()
     assert client.steps[-2:] == [Read(), Renew(2)]
     assert job.state.role == WRITER and store.writer_view("n1").writer
+
+
+class Records(logging.Handler):
+    """The election's log lines as the agent's handler would pass them (its repeat filter on)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+        self.addFilter(RepeatFilter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_every_change_of_role_is_one_transition_line_chained_from_the_last(clock: Clock) -> None:
+    """writer -> unavailable -> standby -> writer -> unavailable -> standby, twice within the
+    repeat filter's minute: each change is one line, none held back, and each line's `from` is
+    the previous line's `to`; a renewal that changed nothing never reads "writer: n1" on n1."""
+    theirs = LeaseRow(holder="n2", holder_id="uuid-2", epoch=2, counter=3)
+    timeout = Failure("timeout", "a lease statement got no answer within 1 s (lease deadline)")
+    cycle: list[LeaseRow | bool | Failure] = [LeaseRow(), True, timeout, theirs]
+    client = ScriptedClient(*cycle, LeaseRow(epoch=2, counter=4), True, timeout, theirs)
+    job, store = runner(clock, client)
+    handler = Records()
+    logger = logging.getLogger("galera_health")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    reasons: list[str] = []
+    try:
+        for _ in range(6):
+            put(store, "n1", Snapshot(SYNCED), clock.now)
+            job.run_once()
+            reasons.append(store.writer_view("n1").reason)
+            clock.now += 1.0
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    lines = [r for r in handler.records if getattr(r, "event", None) == "writer"]
+    moves = [(getattr(r, "from"), r.to) for r in lines]
+    assert moves == [
+        ("starting", "writer"),
+        ("writer", "unavailable"),
+        ("unavailable", "standby"),
+        ("standby", "writer"),
+        ("writer", "unavailable"),
+        ("unavailable", "standby"),
+    ], moves
+    assert all(getattr(r, "transition", False) for r in lines)
+    assert [r.levelno for r in lines].count(logging.WARNING) == 2  # the two losses of the role
+    assert not any("writer: n1" in r.getMessage() for r in lines)
+    assert not any("writer: n1" in reason for reason in reasons), reasons
+
+
+def test_a_standby_never_names_itself_as_someone_elses_writer() -> None:
+    row = LeaseRow(holder="n1", holder_id="uuid-1", epoch=4, counter=9)
+    lost = LeaseState("n1", role=STANDBY, row=row, own_id="uuid-1")
+    text = role_text(lost)
+    assert text == "standby (the lease names this node, not proved by a renewal yet)", text
+    other = LeaseState("n2", role=STANDBY, row=row, own_id="uuid-2")
+    assert role_text(other) == "standby (writer: n1)"

@@ -113,6 +113,7 @@ def test_status_and_metrics_show_the_lease(clock: Clock) -> None:
         "counter": 40,
         "age_seconds": 0.4,
         "requested_by": None,
+        "foreign_write": None,
     }
     assert document["nodes"]["n2"]["writer"]["reason"] == "no lease (the node cannot commit)"
     assert document["nodes"]["n2"]["writer"]["age_seconds"] == 10.4

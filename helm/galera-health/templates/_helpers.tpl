@@ -98,6 +98,9 @@ Cross-field checks the JSON schema cannot express; each stops rendering with one
 {{- if and (not .Values.auth.existingSecret) (not .Values.auth.password) -}}
 {{- fail "auth.password is required when auth.existingSecret is empty (or name an existing Secret in auth.existingSecret)" -}}
 {{- end -}}
+{{- if and .Values.agent.writer (not .Values.auth.existingSecret) (not .Values.auth.writerPassword) -}}
+{{- fail "auth.writerPassword is required with agent.writer when auth.existingSecret is empty (the writer account's password; the monitor account stays USAGE-only)" -}}
+{{- end -}}
 {{- if and .Values.referenceStatefulSet.enabled (not .Values.auth.existingSecret) (not .Values.auth.rootPassword) -}}
 {{- fail "auth.rootPassword is required for the reference StatefulSet when auth.existingSecret is empty" -}}
 {{- end -}}
@@ -258,6 +261,10 @@ writer_priority = {{ $a.writerPriority | int }}
 {{- if eq (include "galera-health.podLabelOn" .) "true" }}
 kubernetes_pod_label = {{ $a.podLabel | quote }}
 {{- end }}
+{{- if $a.writer }}
+writer_user = {{ $a.writerUser | quote }}
+writer_password_file = "{{ include "galera-health.secretDir" . }}/{{ .Values.auth.writerPasswordKey }}"
+{{- end }}
 {{- if not (kindIs "invalid" $a.status.port) }}
 status_listen = "0.0.0.0:{{ $a.status.port }}"
 {{- end }}
@@ -361,6 +368,10 @@ and add the volumes from "galera-health.volumes" to the pod.
       {{- if .Values.auth.statusTokenKey }}
       - key: {{ .Values.auth.statusTokenKey }}
         path: {{ .Values.auth.statusTokenKey }}
+      {{- end }}
+      {{- if .Values.agent.writer }}
+      - key: {{ .Values.auth.writerPasswordKey }}
+        path: {{ .Values.auth.writerPasswordKey }}
       {{- end }}
     defaultMode: 0440
 - name: galera-health-state
