@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from . import lease
 from .lease import LeaseState
 from .maintenance import Maintenance
+from .sessions import KillReport
 from .verdict import Verdict
 
 
@@ -91,6 +92,7 @@ class VerdictStore:
         # renewal vouches for the holder.
         self._writer_validity: float | None = None
         self._leases: dict[str, LeaseState] = {}
+        self._kills: dict[str, KillReport] = {}  # writer_users: each node's session kills
 
     @property
     def nodes(self) -> tuple[str, ...]:
@@ -270,6 +272,13 @@ class VerdictStore:
     def publish_lease(self, state: LeaseState) -> None:
         """A node's lease job: its latest part in the election (an atomic reference swap)."""
         self._leases[state.node] = state
+
+    def publish_kill(self, node: str, report: KillReport) -> None:
+        """A node's lease job after closing the old writer's sessions (an atomic swap)."""
+        self._kills[node] = report
+
+    def kill_report(self, node: str) -> KillReport | None:
+        return self._kills.get(node)
 
     def lease(self, node: str) -> LeaseState | None:
         return self._leases.get(node)

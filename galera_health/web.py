@@ -22,6 +22,7 @@ from werkzeug.exceptions import MethodNotAllowed
 from . import __version__
 from .facts import DRIVER_MODE
 from .metrics import make_registry
+from .sessions import KillReport
 from .stats import PollStats
 from .status_page import StatusPage
 from .store import NodeView, VerdictStore, WriterView
@@ -296,6 +297,16 @@ def writer_document(view: WriterView) -> dict[str, Any]:
     }
 
 
+def kills_document(report: KillReport) -> dict[str, Any]:
+    """writer_users: the old writer's session kills, and why they cannot happen, if so."""
+    return {
+        "killed_total": report.killed_total,
+        "last_killed": report.last_killed,
+        "last_at": iso(report.last_at),
+        "problem": report.problem,
+    }
+
+
 def iso(wall: float | None) -> str | None:
     return None if wall is None else datetime.fromtimestamp(wall, timezone.utc).isoformat()
 
@@ -457,6 +468,9 @@ def create_app(
             if store.writer_enabled:
                 for view in store.writer_views():
                     document["nodes"][view.node]["writer"] = writer_document(view)
+                    kills = store.kill_report(view.node)
+                    if kills is not None:
+                        document["nodes"][view.node]["writer"]["sessions"] = kills_document(kills)
             if describe is not None:
                 document["agent"] = describe()
             response = jsonify(document)
