@@ -1,0 +1,202 @@
+"""Closing the old writer's sessions (writer_users), through a real HAProxy with pooled,
+long-lived client connections: HAProxy in TCP mode keeps established connections to a server
+whose check fails, so without the kill a pool goes on writing to the old writer.
+
+Bounds: after the writer moves (maintenance of the writer), no transaction commits on the old
+writer later than writer_kill_grace + 1 s after its /writer stopped answering 200, and no
+hot-row conflict (1213) comes after that either. Without PROCESS / CONNECTION ADMIN the agent
+says so in /status, /metrics and one log line, never "killed 0".
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from galera_health.testbed import GaleraTestbed
+from testkit.agent import AgentProcess
+from testkit.haproxy import Backend, HAProxy, Listener, free_port
+from testkit.workload import Pool, PoolResult, prepare_hot
+
+from .conftest import WRITER_GRANTS, restore
+
+KILLER = "gh_killer"  # the writer account with what the kill needs (the chart's grants)
+KILL_GRANT = "PROCESS, CONNECTION ADMIN ON *.*"
+CLIENT = ("pool_app", "pool-app-pw-7c2")
+GRACE = 2.0  # HAProxy here: inter 1 s fall 1, so it has moved new connections within ~1.5 s
+
+
+class Bed:
+    """One agent per node (--writer, writer_users = the pool's account), HAProxy's write rule
+    on /writer over the three nodes."""
+
+    def __init__(self, cluster: GaleraTestbed) -> None:
+        self.cluster = cluster
+        self.base = Path(tempfile.mkdtemp(prefix="galera-health-kill-"))
+        self.agents: dict[str, AgentProcess] = {}
+        for node in cluster.nodes:
+            state = self.base / node.name
+            state.mkdir()
+            self.agents[node.name] = AgentProcess(
+                [f"{node.name}={node.address()}"],
+                cluster.monitor_user,
+                cluster.password_file,
+                [
+                    "--writer",
+                    "--writer-user",
+                    KILLER,
+                    "--writer-password-file",
+                    cluster.password_file,
+                    "--writer-users",
+                    CLIENT[0],
+                    "--writer-kill-grace",
+                    f"{GRACE:g}",
+                    "--state-dir",
+                    str(state),
+                ],
+            )
+        backends = [
+            Backend(n.name, n.host, n.port, agent_port=self.agents[n.name].port)
+            for n in cluster.nodes
+        ]
+        self.lb = HAProxy([Listener("lb_writer", "writer", free_port(), backends)])
+
+    def writer(self, timeout: float = 30.0, other_than: str | None = None) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [n for n, a in self.agents.items() if a.get("/writer", 1.0).status == 200]
+            if len(found) == 1 and found[0] != other_than:
+                return found[0]
+            time.sleep(0.1)
+        raise AssertionError(f"no single writer (other than {other_than}) within {timeout} s")
+
+    def stop(self) -> None:
+        self.lb.stop()
+        for agent in self.agents.values():
+            agent.stop()
+
+
+@pytest.fixture(scope="module")
+def bed(cluster: GaleraTestbed) -> Iterator[Bed]:
+    restore(cluster)
+    cluster.create_account(KILLER, (*WRITER_GRANTS, KILL_GRANT))
+    prepare_hot(cluster.nodes[0].sql, *CLIENT, rows=3)
+    for node in cluster.nodes:  # the account and the rows replicate before a client lands there
+        deadline = time.monotonic() + 60
+        check = f"SELECT COUNT(*) FROM mysql.global_priv WHERE User='{CLIENT[0]}'"
+        while (
+            node.sql(check)[0][0] != "1"
+            or node.sql("SELECT COUNT(*) FROM pool_hot.hot")[0][0] != "3"
+        ):
+            assert time.monotonic() < deadline, (
+                f"the pool's account or rows never reached {node.name}"
+            )
+            time.sleep(0.1)
+    running = Bed(cluster)
+    try:
+        running.lb.start()
+        running.lb.wait(
+            lambda states: sum(s.status == "UP" for s in states.values()) == 1,
+            60,
+            "one server UP in lb_writer",
+        )
+        yield running
+    finally:
+        running.stop()
+        restore(cluster)
+
+
+def after(results: list[PoolResult], moment: float) -> list[PoolResult]:
+    return [r for r in results if r.ended > moment]
+
+
+def test_pooled_clients_leave_the_old_writer_within_the_grace(bed: Bed) -> None:
+    old = bed.writer()
+    marker = bed.base / old / "maintenance"
+    pool = Pool("127.0.0.1", bed.lb.port("lb_writer"), *CLIENT, workers=4, rows=3).start()
+    try:
+        pool.wait_committed(20)
+        assert {r.node for r in pool.results() if r.ok} == {old}
+        injected = time.monotonic()
+        marker.write_text("")
+        while bed.agents[old].get("/writer", 1.0).status == 200:
+            assert time.monotonic() < injected + 10, f"{old} kept /writer 200 in maintenance"
+            time.sleep(0.02)
+        moved = time.monotonic()
+        new = bed.writer(other_than=old)
+        bound = moved + GRACE + 1.0
+        # the pool carries on: past the bound, until it has committed on the new writer
+        while time.monotonic() < bound + 2.0 or not any(
+            r.node == new for r in after(pool.results(), bound)
+        ):
+            assert time.monotonic() < bound + 30, "the pool never committed on the new writer"
+            time.sleep(0.1)
+    finally:
+        results = pool.stop()
+        marker.unlink(missing_ok=True)
+    late = [r for r in after(results, bound) if r.ok and r.node == old]
+    assert not late, f"{len(late)} commits on the old writer {old} after grace + 1 s"
+    conflicts = [r for r in after(results, bound) if r.error == "1213"]
+    assert not conflicts, f"{len(conflicts)} hot-row conflicts after grace + 1 s"
+    on_old = [r for r in results if r.ok and r.node == old and r.ended > moved]
+    assert on_old, "no commit on the old writer after the move: the test proves nothing"
+    metrics = bed.agents[old].get("/metrics").body
+    killed = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith(f'galera_health_writer_sessions_killed_total{{node="{old}"}}')
+    ]
+    assert killed and float(killed[0].split()[-1]) >= 1, killed
+    assert "writer sessions: killed" in bed.agents[old].output()
+    sessions = bed.agents[old].status()["nodes"][old]["writer"]["sessions"]
+    assert sessions["problem"] is None and sessions["killed_total"] >= 1
+    deadline = time.monotonic() + 60
+    while bed.agents[old].get("/health", 1.0).status != 200:
+        assert time.monotonic() < deadline, f"{old} never came back from maintenance"
+        time.sleep(0.1)
+
+
+def test_missing_privileges_are_one_line_never_killed_zero(
+    cluster: GaleraTestbed, writer_account: tuple[str, str]
+) -> None:
+    """The lease's grants only (no PROCESS, no CONNECTION ADMIN): said at start, not at the
+    first loss of the role."""
+    node = cluster.nodes[0]
+    user, password_file = writer_account
+    agent = AgentProcess(
+        [f"{node.name}={node.address()}"],
+        cluster.monitor_user,
+        cluster.password_file,
+        [
+            "--writer",
+            "--writer-user",
+            user,
+            "--writer-password-file",
+            password_file,
+            "--writer-users",
+            CLIENT[0],
+        ],
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            writer = agent.status()["nodes"][node.name].get("writer", {})
+            if writer.get("sessions") is not None:
+                break
+            assert time.monotonic() < deadline, f"no session report in /status: {writer}"
+            time.sleep(0.1)
+        problem = writer["sessions"]["problem"]
+        assert problem is not None and "PROCESS and CONNECTION ADMIN" in problem, problem
+        assert f"GRANT {KILL_GRANT}" in problem
+        assert writer["sessions"]["last_killed"] is None
+        metrics = agent.get("/metrics").body
+        assert f'galera_health_writer_session_kill_blocked{{node="{node.name}"}} 1.0' in metrics
+        lines = [line for line in agent.output().splitlines() if "writer sessions:" in line]
+        assert len(lines) == 1 and "lacks PROCESS and CONNECTION ADMIN" in lines[0], lines
+        assert "killed 0" not in agent.output()
+    finally:
+        agent.stop()
