@@ -339,13 +339,23 @@ class Pool:
     long-lived connection through the load balancer, reconnecting only after an error (the
     load balancer then chooses again). Each transaction updates two of `rows` hot rows in key
     order (so on one node they wait for each other's locks; a 1213 is a certification conflict
-    between two nodes), every step under a 2 s deadline."""
+    between two nodes), every step under a 2 s deadline. `recycle`: a connection is closed
+    after that many transactions (a pool's maximum lifetime; such clients follow the load
+    balancer soon, the others never), None: never."""
 
     def __init__(
-        self, host: str, port: int, user: str, password: str, workers: int = 4, rows: int = 3
+        self,
+        host: str,
+        port: int,
+        user: str,
+        password: str,
+        workers: int = 4,
+        rows: int = 3,
+        recycle: int | None = None,
     ) -> None:
         self.host, self.port, self.user, self.password = host, port, user, password
         self.rows = rows
+        self.recycle = recycle
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._results: list[PoolResult] = []
@@ -408,12 +418,14 @@ class Pool:
         chooser = random.Random(worker)
         connection: Any = None
         node: str | None = None
+        uses = 0
         while not self._stop.is_set():
             began = time.monotonic()
             error: str | None = None
             try:
                 if connection is None:
                     connection, node = self._connect()
+                    uses = 0
                 first, second = sorted(chooser.sample(range(1, self.rows + 1), 2))
                 cursor = connection.cursor()
                 cursor.execute(f"UPDATE {HOT_TABLE} SET v = v + 1 WHERE id = %s", (first,))
@@ -423,17 +435,19 @@ class Pool:
                 error = _code(exc)
             with self._lock:
                 self._results.append(PoolResult(worker, began, time.monotonic(), node, error))
-            if error is None:
+            uses += 1
+            if error is None and (self.recycle is None or uses < self.recycle):
                 continue
             if error == "1213" and connection is not None:
                 with contextlib.suppress(Exception):  # a certification failure: still usable
                     connection.rollback()
                     continue
             if connection is not None:
-                with contextlib.suppress(Exception):
-                    connection.shutdown()
+                with contextlib.suppress(Exception):  # a broken one without COM_QUIT
+                    connection.close() if error is None else connection.shutdown()
             connection, node = None, None
-            self._stop.wait(0.05)  # a refused connection must not spin
+            if error is not None:
+                self._stop.wait(0.05)  # a refused connection must not spin
         if connection is not None:
             with contextlib.suppress(Exception):
                 connection.close()
