@@ -10,6 +10,8 @@ says so in /status, /metrics and one log line, never "killed 0".
 
 from __future__ import annotations
 
+import os
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -204,3 +206,79 @@ def test_missing_privileges_are_one_line_never_killed_zero(
         assert "killed 0" not in agent.output()
     finally:
         agent.stop()
+
+
+def test_the_charts_every_start_script_applies_the_accounts_idempotently(
+    cluster: GaleraTestbed, tmp_path: Path
+) -> None:
+    """Turning the writer (and writerUsers) on for a running reference cluster: the rendered
+    apply-accounts.sh, which start.sh runs at every start, against a real node twice; the second
+    run changes no account, grant or privilege row and reports no error."""
+    from ..chart.helm import CHART, helm_or_skip
+
+    helm = helm_or_skip()
+    monitor, writer = "gh_up_monitor", "gh_up_writer"
+    rendered = helm.render(
+        [CHART / "ci" / "writer-values.yaml"],
+        [
+            f"agent.user={monitor}",
+            f"agent.writerUser={writer}",
+            f"agent.writerUsers={{{CLIENT[0]}}}",
+        ],
+    )
+    data = rendered.one("ConfigMap", f"{rendered.one('StatefulSet')['metadata']['name']}-galera")[
+        "data"
+    ]
+    (tmp_path / "accounts.sh").write_text(data["galera-health-accounts.sh"])
+    (tmp_path / "apply.sh").write_text(data["apply-accounts.sh"])
+    node = cluster.nodes[0]
+    env = {
+        "PATH": os.environ["PATH"],
+        "MYSQL_UNIX_PORT": node.socket,
+        "MARIADB_ROOT_PASSWORD": "",
+        "GALERA_HEALTH_ACCOUNTS": str(tmp_path / "accounts.sh"),
+        "GALERA_HEALTH_MONITOR_PASSWORD": "mon-pw-1",
+        "GALERA_HEALTH_WRITER_ACCOUNT_PASSWORD": "wr-pw-1",
+    }
+    users = f"('{monitor}', '{writer}')"
+    snapshot = [
+        f"SELECT User, Host, Priv FROM mysql.global_priv WHERE User IN {users} ORDER BY 1, 2",
+        f"SELECT * FROM mysql.db WHERE User IN {users} ORDER BY User, Host, Db",
+        f"SELECT * FROM mysql.tables_priv WHERE User IN {users} ORDER BY User, Host, Table_name",
+    ]
+
+    def state() -> list[list[list[str]]]:
+        return [node.sql(query) for query in snapshot]
+
+    try:
+        runs, states = [], []
+        for _ in range(2):
+            runs.append(
+                subprocess.run(
+                    ["bash", str(tmp_path / "apply.sh")],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                    check=False,
+                )
+            )
+            states.append(state())
+        for run in runs:
+            assert run.returncode == 0 and run.stdout.strip() == (
+                "galera-health accounts: applied (CREATE USER IF NOT EXISTS, GRANT)"
+            ), (run.stdout, run.stderr)
+            assert run.stderr == ""
+        assert states[0] == states[1]
+        grants = node.sql(f"SHOW GRANTS FOR '{writer}'@'127.0.0.1'")
+        assert grants[0][0].startswith("GRANT PROCESS, CONNECTION ADMIN ON *.* TO"), grants
+        assert any("`galera_health`.*" in row[0] for row in grants), grants
+        monitor_grants = node.sql(f"SHOW GRANTS FOR '{monitor}'@'localhost'")
+        assert len(monitor_grants) == 1 and "USAGE" in monitor_grants[0][0], monitor_grants
+    finally:
+        node.sql(
+            "DROP USER IF EXISTS "
+            + ", ".join(
+                f"'{u}'@'{h}'" for u in (monitor, writer) for h in ("localhost", "127.0.0.1")
+            )
+        )
