@@ -16,7 +16,9 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import mysql.connector
 import pytest
 
 from galera_health.testbed import GaleraTestbed
@@ -206,6 +208,49 @@ def test_missing_privileges_are_one_line_never_killed_zero(
         assert "killed 0" not in agent.output()
     finally:
         agent.stop()
+
+
+def test_what_mariadb_asks_to_see_and_kill_other_accounts_sessions(
+    cluster: GaleraTestbed, writer_account: tuple[str, str]
+) -> None:
+    """The facts sessions_sql.py relies on, on this MariaDB: without PROCESS another account's
+    session is not in the process list (a kill would find nothing); with PROCESS alone it is,
+    but KILL is refused (1095) until CONNECTION ADMIN."""
+    node = cluster.nodes[0]
+    cluster.create_account("gh_process_only", "PROCESS ON *.*")
+    password = Path(cluster.password_file).read_text().strip()
+
+    def connect(user: str, secret: str) -> Any:
+        return mysql.connector.connect(
+            host="127.0.0.1", port=node.port, user=user, password=secret, connection_timeout=5
+        )
+
+    client = connect(*CLIENT)
+    try:
+        cursor = client.cursor()
+        cursor.execute("SELECT CONNECTION_ID()")
+        (session,) = cursor.fetchone()
+        seen = {}
+        for user in (writer_account[0], "gh_process_only"):
+            admin = connect(user, password)
+            try:
+                other = admin.cursor()
+                other.execute(
+                    f"SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = {session}"
+                )
+                seen[user] = other.fetchone()[0]
+                if user == "gh_process_only":
+                    with pytest.raises(mysql.connector.Error) as refused:
+                        other.execute(f"KILL CONNECTION {session}")
+                    assert refused.value.errno == 1095, refused.value
+            finally:
+                admin.close()
+        assert seen == {writer_account[0]: 0, "gh_process_only": 1}, seen
+    finally:
+        client.close()
+        node.sql(
+            f"DROP USER IF EXISTS 'gh_process_only'@'localhost', 'gh_process_only'@'{cluster.host}'"
+        )
 
 
 def test_the_charts_every_start_script_applies_the_accounts_idempotently(
