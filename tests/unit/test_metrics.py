@@ -11,6 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from galera_health.metrics import status_value
+from galera_health.sessions import KillReport
 from galera_health.stats import POLL_BUCKETS, PollStats
 from galera_health.store import VerdictStore
 from galera_health.verdict import Policy, ProbeError, Snapshot, evaluate
@@ -207,6 +208,7 @@ def test_docs_only_use_metrics_the_agent_exports(
         put(store, stats[node], node, Snapshot(dict(SYNCED, **info)), clock.now)
     put(store, stats["n1"], "n1", ProbeError("timeout", "x", timed_out=True), clock.now)
     store.enable_writer(2.5)  # galera_health_writer exists with --writer only
+    store.publish_kill("n1", KillReport())  # the session kill's, with writer_users only
     samples, types = scrape(store, stats)
     exported = {name for name, _ in samples} | set(types)
     docs = Path(__file__).resolve().parents[2] / "docs"
