@@ -10,6 +10,7 @@ says so in /status, /metrics and one log line, never "killed 0".
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import tempfile
@@ -43,31 +44,34 @@ class Bed:
         self.base = Path(tempfile.mkdtemp(prefix="galera-health-kill-"))
         self.agents: dict[str, AgentProcess] = {}
         for node in cluster.nodes:
-            state = self.base / node.name
-            state.mkdir()
-            self.agents[node.name] = AgentProcess(
-                [f"{node.name}={node.address()}"],
-                cluster.monitor_user,
-                cluster.password_file,
-                [
-                    "--writer",
-                    "--writer-user",
-                    KILLER,
-                    "--writer-password-file",
-                    cluster.password_file,
-                    "--writer-users",
-                    CLIENT[0],
-                    "--writer-kill-grace",
-                    f"{GRACE:g}",
-                    "--state-dir",
-                    str(state),
-                ],
-            )
+            (self.base / node.name).mkdir()
+            self.agents[node.name] = self.start_agent(node.name)
         backends = [
             Backend(n.name, n.host, n.port, agent_port=self.agents[n.name].port)
             for n in cluster.nodes
         ]
         self.lb = HAProxy([Listener("lb_writer", "writer", free_port(), backends)])
+
+    def start_agent(self, name: str) -> AgentProcess:
+        node, cluster, state = self.cluster.node(name), self.cluster, self.base / name
+        return AgentProcess(
+            [f"{node.name}={node.address()}"],
+            cluster.monitor_user,
+            cluster.password_file,
+            [
+                "--writer",
+                "--writer-user",
+                KILLER,
+                "--writer-password-file",
+                cluster.password_file,
+                "--writer-users",
+                CLIENT[0],
+                "--writer-kill-grace",
+                f"{GRACE:g}",
+                "--state-dir",
+                str(state),
+            ],
+        )
 
     def writer(self, timeout: float = 30.0, other_than: str | None = None) -> str:
         deadline = time.monotonic() + timeout
@@ -166,6 +170,46 @@ def test_pooled_clients_leave_the_old_writer_within_the_grace(bed: Bed) -> None:
     while bed.agents[old].get("/health", 1.0).status != 200:
         assert time.monotonic() < deadline, f"{old} never came back from maintenance"
         time.sleep(0.1)
+
+
+def test_an_agent_started_beside_a_standby_closes_the_sessions_left_there(bed: Bed) -> None:
+    """A node that rejoined (or whose agent restarted) as a standby while clients still sit on
+    it: the first judged /writer answer is 503, and the grace later their sessions are killed.
+    Runs last on the bed: the restarted agent has a new port that HAProxy does not check."""
+    writer = bed.writer()
+    name = next(n for n in bed.agents if n != writer)
+    node = bed.cluster.node(name)
+    bed.agents[name].stop()
+    clients = [
+        mysql.connector.connect(
+            host="127.0.0.1", port=node.port, user=CLIENT[0], password=CLIENT[1],
+            connection_timeout=5, read_timeout=5,
+        )
+        for _ in range(2)
+    ]  # fmt: skip
+    try:
+        started = time.monotonic()
+        bed.agents[name] = bed.start_agent(name)
+        deadline = started + GRACE + 15
+        alive = list(clients)
+        while alive:
+            assert time.monotonic() < deadline, f"{len(alive)} sessions still open on {name}"
+            for client in list(alive):
+                try:
+                    cursor = client.cursor()
+                    cursor.execute("SELECT 1")
+                    cursor.fetchall()
+                except mysql.connector.Error:
+                    alive.remove(client)
+            time.sleep(0.1)
+        closed = time.monotonic() - started
+        assert closed >= GRACE, f"killed {closed:.1f} s after the start, before the grace"
+        lines = [x for x in bed.agents[name].output().splitlines() if "writer sessions" in x]
+        assert len(lines) == 1 and "killed 2 session(s)" in lines[0], lines
+    finally:
+        for client in clients:
+            with contextlib.suppress(Exception):
+                client.close()
 
 
 def test_missing_privileges_are_one_line_never_killed_zero(
