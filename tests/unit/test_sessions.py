@@ -4,7 +4,12 @@ sessions")."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from galera_health import sessions
+from galera_health.config import WRITER_KILL_GRACE, ConfigError, load_settings
 from galera_health.sessions import KillClock, KillReport
 
 GRACE = 6.0
@@ -83,3 +88,24 @@ def test_the_report_counts_kills_and_failures() -> None:
     assert (report.killed_total, report.last_killed, report.failures_total) == (3, 0, 1)
     assert report.problem == "lacks PROCESS"
     assert sessions.reported(report, 2, None, 3.0).problem is None
+
+
+def test_writer_users_settings(tmp_path: Path) -> None:
+    """Client accounts only, with the election on; one line naming the mistake otherwise."""
+    password = tmp_path / "pw"
+    password.write_text("x")
+    base = {"nodes": ["n1=127.0.0.1:3306"], "user": "mon", "writer": True}
+    writer = {"writer_user": "wr", "writer_password_file": str(password)}
+    settings = load_settings({**base, **writer, "writer_users": " app, reports ,"}, {})
+    assert settings.writer_users == ("app", "reports")
+    assert settings.writer_kill_grace == WRITER_KILL_GRACE
+    assert load_settings(base, {}).writer_users == ()
+    for users, message in [
+        ("app,wr", "the agent's own account 'wr'"),
+        ("mon", "the agent's own account 'mon'"),
+        ("root", "must not name 'root'"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            load_settings({**base, **writer, "writer_users": users}, {})
+    with pytest.raises(ConfigError, match="writer_users needs writer = true"):
+        load_settings({**base, "writer": False, "writer_users": "app"}, {})
