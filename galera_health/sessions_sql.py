@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from mysql.connector import errorcode
@@ -145,8 +146,10 @@ class SessionCloser:
         if isinstance(found, Failure):
             return  # the lease job reports the connection; checked at the next tick
         self._checked = True
+        # published either way: /status shows the kill armed (problem null) or why it is not
+        self._publish(replace(self.report, problem=found))
         if found is not None:
-            self._publish(sessions.reported(self.report, 0, found, time.time()), count=False)
+            self._logged = found  # a kill refused for the same reason adds no second line
             log.error(
                 "%s: writer sessions: %s",
                 self.name,
@@ -154,15 +157,7 @@ class SessionCloser:
                 extra={"node": self.name, "event": "writer_kill_privileges"},
             )
 
-    def _publish(self, report: KillReport, count: bool = True) -> None:
-        if not count:  # a privilege check, not a kill: no kill counted, no failure counted
-            report = KillReport(
-                self.report.killed_total,
-                self.report.last_killed,
-                self.report.last_at,
-                report.problem,
-                self.report.failures_total,
-            )
+    def _publish(self, report: KillReport) -> None:
         self.report = report
         self.store.publish_kill(self.name, report)
 
