@@ -53,6 +53,13 @@ LEASE_MIN_INTERVAL = 1.0
 # donating writer"): an IST donation holds that state for a fraction of a second and blocks no
 # write; a donation that lasts longer is an SST, which may block writes: the role moves then.
 WRITER_DONOR_GRACE = 2.0
+# How long after its node stops being the writer the agent kills the sessions of writer_users
+# (docs/architecture.md, "Closing the old writer's sessions"): just past the slowest supported
+# load balancer's detection, so a pool reconnects through it to the new writer and not to this
+# node again. Azure's probe runs every 5 s (its minimum) and one non-200 takes the node out:
+# up to 5 s; HAProxy at the recommended inter 1s fastinter 250ms fall 2: up to 1.25 s. Plus 1 s
+# for the probe's own answer and the lease job's tick.
+WRITER_KILL_GRACE = 6.0
 # Seconds between polls. A fact the node reports reaches the HTTP answer within one interval plus
 # one poll: 0.25 s keeps that under 0.45 s at any phase, for 4 statements/s on the node over its
 # one connection (docs/benchmarks.md, "Cache lag").
@@ -171,6 +178,9 @@ class Settings:
     writer_user: str | None = None
     writer_password_file: str | None = None
     writer_password_env: str | None = None
+    # Whose sessions are killed when this node stops being the writer ("" = nobody: off).
+    writer_users_setting: str = ""
+    writer_kill_grace: float = WRITER_KILL_GRACE
     config_path: str | None = None
 
     @property
@@ -196,6 +206,11 @@ class Settings:
         if self.writer_user is None:
             return self.credentials
         return Credentials(self.writer_user, self.writer_password_file, self.writer_password_env)
+
+    @property
+    def writer_users(self) -> tuple[str, ...]:
+        """The client accounts whose sessions the old writer closes (comma-separated)."""
+        return tuple(u.strip() for u in self.writer_users_setting.split(",") if u.strip())
 
     @property
     def writer_interval(self) -> float:
@@ -862,6 +877,27 @@ SETTINGS: tuple[Setting, ...] = (
         commands=SERVE,
     ),
     Setting(
+        "writer_users",
+        str,
+        "with writer: comma-separated client accounts whose sessions are killed "
+        "writer_kill_grace s after this node stops being the writer (needs PROCESS and "
+        "CONNECTION ADMIN for writer_user); empty: never",
+        field="writer_users_setting",
+        default_text="none",
+        commands=SERVE,
+        shown="writer.users",
+    ),
+    Setting(
+        "writer_kill_grace",
+        float,
+        "with writer_users: seconds after the node stops being the writer before its "
+        "writer_users' sessions are killed (past the load balancer's detection time)",
+        field="writer_kill_grace",
+        minimum=0.0,
+        commands=SERVE,
+        shown="writer.kill_grace_seconds",
+    ),
+    Setting(
         "writer_password",
         str,
         "writer_user's password itself, from the environment only",
@@ -1043,6 +1079,7 @@ def build_settings(layers: Sequence[dict[str, Any]], need_listen: bool = True) -
         raise ConfigError(
             "a writer password without writer_user; give writer_user (the lease's account)"
         )
+    check_writer_users(raw, user, writer_user)
     listen = DEFAULTS.listen
     if need_listen and raw.get("listen"):
         listen = ListenAddress(*parse_host_port(raw["listen"], "listen", None))
@@ -1182,6 +1219,27 @@ def check_pod_label(settings: Settings) -> None:
         )
 
 
+def check_writer_users(raw: Mapping[str, Any], user: str, writer_user: str | None) -> None:
+    """writer_users names client accounts only: never the agent's own (it would kill the
+    lease's connection or the poll's), and only with the election on."""
+    names = [u.strip() for u in str(raw.get("writer_users") or "").split(",") if u.strip()]
+    if not names:
+        return
+    if not raw.get("writer"):
+        raise ConfigError(
+            "writer_users needs writer = true (the sessions close on losing the role)"
+        )
+    own = {user, writer_user or user}
+    for name in names:
+        if name in own:
+            raise ConfigError(
+                f"writer_users names the agent's own account {name!r}; list only the "
+                "applications' accounts"
+            )
+        if name in ("root", "system user", "event_scheduler"):
+            raise ConfigError(f"writer_users must not name {name!r}; list only client accounts")
+
+
 def assemble(values: Mapping[str, Any]) -> Settings:
     """Settings from {dotted field: value}; every field not given keeps its default."""
     top: dict[str, Any] = {}
@@ -1267,5 +1325,6 @@ def describe(settings: Settings) -> dict[str, Any]:
         validity_seconds=settings.writer_validity,
         user=settings.writer_credentials.user,
         password_source=password_source(settings, settings.writer_credentials),
+        users=list(settings.writer_users),
     )
     return document

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 import mysql.connector
 from mysql.connector import errorcode
@@ -42,6 +42,8 @@ from .probe import (
     first_line,
     shutdown_quietly,
 )
+
+T = TypeVar("T")
 
 SCHEMA = "galera_health"
 TABLE = f"{SCHEMA}.writer_lease"
@@ -252,6 +254,17 @@ class LeaseClient:
                 return found
         try:
             return self._execute(step)
+        except Exception as exc:
+            return self._failed(exc, connecting=False)
+
+    def use(self, work: Callable[[Any], T]) -> T | Failure:
+        """Run `work` on the lease connection, under its deadlines (the old writer's session
+        kill, sessions_sql.py); never raises, a failure is classified like a lease step's."""
+        found = self.connect()
+        if isinstance(found, Failure):
+            return found
+        try:
+            return work(self._cursor)
         except Exception as exc:
             return self._failed(exc, connecting=False)
 

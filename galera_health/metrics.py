@@ -128,6 +128,7 @@ class AgentCollector(Collector):
                 writer.add_metric([role.node], 1.0 if role.writer else 0.0)
             yield writer
             yield from self._pod_label_metrics()
+            yield from self._kill_metrics()
         yield from self._poll_metrics()
         yield from self._wsrep_metrics(views)
 
@@ -150,6 +151,32 @@ class AgentCollector(Collector):
                 errors.add_metric([node], float(state.api_errors))
         if in_step.samples:
             yield from (in_step, errors)
+
+    def _kill_metrics(self) -> Iterable[Metric]:
+        """writer_users: the old writer's session kills (docs/architecture.md, "Closing the old
+        writer's sessions"); absent for a node that never ran one."""
+        killed = CounterMetricFamily(
+            "galera_health_writer_sessions_killed",
+            "Client sessions of writer_users killed after the node stopped being the writer.",
+            labels=["node"],
+        )
+        failed = CounterMetricFamily(
+            "galera_health_writer_session_kill_failures",
+            "Session kills that did not complete (no privilege, no connection, deadline).",
+            labels=["node"],
+        )
+        blocked = GaugeMetricFamily(
+            "galera_health_writer_session_kill_blocked",
+            "1 while the last kill (or the privilege check) found it cannot close the sessions.",
+            labels=["node"],
+        )
+        for node in self.store.nodes:
+            report = self.store.kill_report(node)
+            if report is not None:
+                killed.add_metric([node], float(report.killed_total))
+                failed.add_metric([node], float(report.failures_total))
+                blocked.add_metric([node], 0.0 if report.problem is None else 1.0)
+        yield from (killed, failed, blocked)
 
     def _poll_metrics(self) -> Iterable[Metric]:
         duration = HistogramMetricFamily(

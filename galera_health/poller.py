@@ -29,6 +29,7 @@ from .lease import Failure, Identity, LeaseState, Step
 from .lease_sql import LeaseClient
 from .probe import NodeProbe, probe_for
 from .recovery_client import gather
+from .sessions_sql import SessionCloser
 from .stats import PollStats
 from .store import Transition, VerdictStore
 from .verdict import Policy, ProbeError, Verdict, evaluate
@@ -168,6 +169,13 @@ class LeaseRunner:
         self._donor_since: float | None = None  # monotonic: when its node became a Donor
         # (role, failure, holder seen) of the last log line: one line per change of these
         self._logged: tuple[lease.Role, str | None, str | None] = (lease.STARTING, None, None)
+        self.closer: SessionCloser | None = None  # writer_users: the old writer's session kill
+
+    def job(self) -> None:
+        """The lease job: the lease poll, then the old writer's session kill (writer_users)."""
+        self.run_once()
+        if self.closer is not None and not self.retired:
+            self.closer.run_once()
 
     def run_once(self) -> LeaseState:
         """Called every tick; polls the lease when lease.next_poll says it is due, or at once
@@ -339,7 +347,7 @@ class Poller:
         self.stats_by_node[address.name] = node.stats
         self.built_from[address.name] = built
         if built.writer:
-            self.leases[address.name] = LeaseRunner(
+            runner = self.leases[address.name] = LeaseRunner(
                 address.name,
                 LeaseClient(built),
                 self.store,
@@ -347,7 +355,14 @@ class Poller:
                 built.writer_interval,
                 built.interval,
             )
+            runner.closer = self._closer(runner, self.settings)
         return node
+
+    def _closer(self, runner: LeaseRunner, settings: Settings) -> SessionCloser:
+        """writer_users: kept across a reload of these two settings (its clock and counts)."""
+        closer = runner.closer or SessionCloser(runner.name, runner.client, self.store, (), 0.0)
+        closer.users, closer.grace = settings.writer_users, settings.writer_kill_grace
+        return closer
 
     def _retire(self, name: str) -> None:
         """End a node's runtime: both jobs removed, both connections closed (by the job itself
@@ -384,7 +399,7 @@ class Poller:
         runner = self.leases.get(node.name)
         if runner is not None:
             self._scheduler.add_job(
-                runner.run_once,
+                runner.job,
                 IntervalTrigger(seconds=interval),
                 id=LEASE_JOB + node.name,
                 name=f"writer lease {node.name}",
@@ -578,6 +593,8 @@ class Poller:
                 continue
             kept.policy = new.policy
             kept.kill_sessions_after = self._kill_after(new)
+            if name in self.leases:
+                self._closer(self.leases[name], new)
         self.apply_maintenance()
         log.info(
             "config reloaded (nodes: %s)",

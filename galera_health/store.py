@@ -24,6 +24,7 @@ from .lease import LeaseState
 from .maintenance import Maintenance
 from .pod_label import PodLabelState
 from .recovery import Datadir, Decision, NodeReport
+from .sessions import KillReport
 from .verdict import Verdict
 
 
@@ -99,6 +100,7 @@ class VerdictStore:
         # the read), and the decision over every peer's agent (recovery_peers).
         self._datadirs: dict[str, tuple[str, Datadir, float]] = {}
         self._decision: tuple[Decision, tuple[NodeReport, ...], float] | None = None
+        self._kills: dict[str, KillReport] = {}  # writer_users: each node's session kills
 
     @property
     def nodes(self) -> tuple[str, ...]:
@@ -282,6 +284,13 @@ class VerdictStore:
     def publish_lease(self, state: LeaseState) -> None:
         """A node's lease job: its latest part in the election (an atomic reference swap)."""
         self._leases[state.node] = state
+
+    def publish_kill(self, node: str, report: KillReport) -> None:
+        """A node's lease job after closing the old writer's sessions (an atomic swap)."""
+        self._kills[node] = report
+
+    def kill_report(self, node: str) -> KillReport | None:
+        return self._kills.get(node)
 
     def writer_view(self, node: str, now: float | None = None) -> WriterView:
         """/writer for a node: 200 only on the holder of a fresh lease whose /health is 200."""

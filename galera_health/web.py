@@ -25,6 +25,7 @@ from .metrics import make_registry
 from .pod_label import PodLabelState
 from .recovery import NodeReport, forced
 from .recovery import node_document as recovery_node_document
+from .sessions import KillReport
 from .stats import PollStats
 from .status_page import StatusPage
 from .store import NodeView, VerdictStore, WriterView
@@ -397,6 +398,16 @@ def report_row(report: NodeReport) -> dict[str, Any]:
     }
 
 
+def kills_document(report: KillReport) -> dict[str, Any]:
+    """writer_users: the old writer's session kills, and why they cannot happen, if so."""
+    return {
+        "killed_total": report.killed_total,
+        "last_killed": report.last_killed,
+        "last_at": iso(report.last_at),
+        "problem": report.problem,
+    }
+
+
 def iso(wall: float | None) -> str | None:
     return None if wall is None else datetime.fromtimestamp(wall, timezone.utc).isoformat()
 
@@ -575,6 +586,9 @@ def create_app(
                         document["nodes"][view.node]["writer"]["pod_label"] = pod_label_document(
                             pod, time.monotonic()
                         )
+                    kills = store.kill_report(view.node)
+                    if kills is not None:
+                        document["nodes"][view.node]["writer"]["sessions"] = kills_document(kills)
             if describe is not None:
                 document["agent"] = describe()
             response = jsonify(document)

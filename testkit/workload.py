@@ -6,17 +6,22 @@ and records every outcome: when, how long, which node answered, ok or the error 
 the insert was acknowledged. :func:`attribute` adds the server HAProxy chose for each
 transaction from its session log (a failed connection never tells the client which node it
 was), and :func:`missing_acks` lists acknowledged inserts the cluster does not have.
+
+:class:`Pool` is the other kind of client: long-lived pooled connections that a load balancer
+never moves (it only chooses for new ones), updating hot rows.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import random
 import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import mysql.connector
 
@@ -295,3 +300,154 @@ def summary(outcomes: Sequence[Outcome]) -> str:
             f" served by {dict(sorted(served.items()))}"
         )
     return "\n".join(lines)
+
+
+# --- pooled, long-lived clients ------------------------------------------------------------
+
+HOT_DATABASE = "pool_hot"
+HOT_TABLE = f"{HOT_DATABASE}.hot"
+
+
+def prepare_hot(query: Query, user: str, password: str, rows: int) -> None:
+    """The hot rows and a client account with the right to update them (on the host 127.0.0.1:
+    the load balancer's side of the connection)."""
+    query(
+        f"CREATE DATABASE IF NOT EXISTS {HOT_DATABASE}; "
+        f"CREATE TABLE IF NOT EXISTS {HOT_TABLE} (id INT PRIMARY KEY, v BIGINT NOT NULL); "
+        f"INSERT IGNORE INTO {HOT_TABLE} VALUES "
+        + ", ".join(f"({i}, 0)" for i in range(1, rows + 1))
+        + f"; CREATE USER IF NOT EXISTS '{user}'@'127.0.0.1' IDENTIFIED BY '{password}'; "
+        f"GRANT SELECT, UPDATE ON {HOT_DATABASE}.* TO '{user}'@'127.0.0.1'"
+    )
+
+
+@dataclass(frozen=True)
+class PoolResult:
+    worker: int
+    started: float  # monotonic, when the transaction began
+    ended: float  # monotonic, when COMMIT answered (or the error came)
+    node: str | None  # the node the connection is on (read once, when it connected)
+    error: str | None  # None: committed; else the MySQL error number, "timeout", ...
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Pool:
+    """A connection pool as an application runs one: `workers` threads, each with ONE
+    long-lived connection through the load balancer, reconnecting only after an error (the
+    load balancer then chooses again). Each transaction updates two of `rows` hot rows in key
+    order (so on one node they wait for each other's locks; a 1213 is a certification conflict
+    between two nodes), every step under a 2 s deadline. `recycle`: a connection is closed
+    after that many transactions (a pool's maximum lifetime; such clients follow the load
+    balancer soon, the others never), None: never."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        user: str,
+        password: str,
+        workers: int = 4,
+        rows: int = 3,
+        recycle: int | None = None,
+    ) -> None:
+        self.host, self.port, self.user, self.password = host, port, user, password
+        self.rows = rows
+        self.recycle = recycle
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._results: list[PoolResult] = []
+        self._threads = [
+            threading.Thread(target=self._loop, args=(i,), name=f"pool-{i}", daemon=True)
+            for i in range(workers)
+        ]
+
+    def start(self) -> Pool:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self) -> list[PoolResult]:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=15)
+        return self.results()
+
+    def __enter__(self) -> Pool:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def results(self) -> list[PoolResult]:
+        with self._lock:
+            return list(self._results)
+
+    def wait_committed(self, count: int, timeout: float = 30.0) -> None:
+        """Until `count` more transactions committed than now."""
+        start = sum(1 for r in self.results() if r.ok)
+        deadline = time.monotonic() + timeout
+        while sum(1 for r in self.results() if r.ok) < start + count:
+            if time.monotonic() > deadline:
+                raise WorkloadError(
+                    f"fewer than {count} commits in {timeout} s: {self.results()[-4:]}"
+                )
+            time.sleep(0.05)
+
+    def _connect(self) -> tuple[Any, str | None]:
+        connection = mysql.connector.connect(
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            password=self.password,
+            use_pure=True,
+            autocommit=False,
+            connection_timeout=2,
+            read_timeout=2,
+            write_timeout=2,
+        )
+        cursor = connection.cursor()
+        cursor.execute("SELECT @@wsrep_node_name")
+        row = cursor.fetchone()
+        connection.commit()
+        return connection, str(row[0]) if isinstance(row, tuple) and row else None
+
+    def _loop(self, worker: int) -> None:
+        chooser = random.Random(worker)
+        connection: Any = None
+        node: str | None = None
+        uses = 0
+        while not self._stop.is_set():
+            began = time.monotonic()
+            error: str | None = None
+            try:
+                if connection is None:
+                    connection, node = self._connect()
+                    uses = 0
+                first, second = sorted(chooser.sample(range(1, self.rows + 1), 2))
+                cursor = connection.cursor()
+                cursor.execute(f"UPDATE {HOT_TABLE} SET v = v + 1 WHERE id = %s", (first,))
+                cursor.execute(f"UPDATE {HOT_TABLE} SET v = v + 1 WHERE id = %s", (second,))
+                connection.commit()
+            except Exception as exc:  # every failure is a result, never a dead thread
+                error = _code(exc)
+            with self._lock:
+                self._results.append(PoolResult(worker, began, time.monotonic(), node, error))
+            uses += 1
+            if error is None and (self.recycle is None or uses < self.recycle):
+                continue
+            if error == "1213" and connection is not None:
+                with contextlib.suppress(Exception):  # a certification failure: still usable
+                    connection.rollback()
+                    continue
+            if connection is not None:
+                with contextlib.suppress(Exception):  # a broken one without COM_QUIT
+                    connection.close() if error is None else connection.shutdown()
+            connection, node = None, None
+            if error is not None:
+                self._stop.wait(0.05)  # a refused connection must not spin
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.close()

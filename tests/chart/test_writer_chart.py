@@ -121,3 +121,24 @@ def test_writer_service_without_the_election_is_one_line(helm: Helm) -> None:
         ],
     )
     assert "writerService.enabled needs service.enabled, service.type=LoadBalancer" in error
+
+
+def test_writer_users_reach_the_agent_and_the_writer_account_gets_what_the_kill_needs(
+    helm: Helm,
+) -> None:
+    """agent.writerUsers: the agent's writer_users, PROCESS and CONNECTION ADMIN for the writer
+    account only (the monitor stays USAGE-only), and start.sh applies the accounts at every
+    start (run against a real node in tests/integration/test_writer_sessions.py)."""
+    rendered = helm.render(WRITER, ["agent.writerUsers={app,reports}"])
+    assert rendered.agent_config()["writer_users"] == "app,reports"
+    script = accounts_script(rendered)
+    assert "GRANT PROCESS, CONNECTION ADMIN ON *.* TO 'health_writer'@'$host';" in script
+    assert "PROCESS" not in accounts_script(helm.render(WRITER))
+    assert "writer_users" not in helm.render(WRITER).agent_config()
+    data = rendered.one("ConfigMap", f"{NAME}-galera")["data"]
+    assert 'bash "$apply_accounts" &' in data["start.sh"]
+    pod = rendered.one("StatefulSet")["spec"]["template"]["spec"]
+    mounts = {m["mountPath"] for c in pod["containers"] for m in c["volumeMounts"]}
+    assert "/galera/apply-accounts.sh" in mounts
+    error = helm.failure(DEFAULTS, ["agent.writerUsers={app}"])
+    assert "agent.writerUsers needs agent.writer=true" in error

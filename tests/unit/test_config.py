@@ -338,6 +338,7 @@ def test_describe_shows_every_setting_it_describes_and_no_secret(password_file: 
     assert document["writer"] == {
         "enabled": False, "priority": 0, "interval_seconds": 1.0, "takeover_seconds": 3.0,
         "validity_seconds": 2.5, "user": "u", "password_source": f"password_file {password_file}",
+        "users": [], "kill_grace_seconds": 6.0,
     }  # fmt: skip
     assert set(document["policy"]) == set(asdict(settings.policy))
     assert set(document["tls"]) == {"ca", "cert", "verify_identity"}

@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from galera_health.metrics import status_value
 from galera_health.pod_label import PodLabelState
+from galera_health.sessions import KillReport
 from galera_health.stats import POLL_BUCKETS, PollStats
 from galera_health.store import VerdictStore
 from galera_health.verdict import Policy, ProbeError, Snapshot, evaluate
@@ -210,6 +211,7 @@ def test_docs_only_use_metrics_the_agent_exports(
     store.enable_writer(2.5)  # galera_health_writer exists with --writer only
     # the pod label's metrics exist with kubernetes_pod_label only
     store.publish_pod_label("n1", PodLabelState("galera-0", "db", "role", "writer", "writer"))
+    store.publish_kill("n1", KillReport())  # the session kill's, with writer_users only
     samples, types = scrape(store, stats)
     exported = {name for name, _ in samples} | set(types)
     docs = Path(__file__).resolve().parents[2] / "docs"

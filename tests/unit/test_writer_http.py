@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from flask.testing import FlaskClient
 
+from galera_health import sessions
 from galera_health.lease import STANDBY, UNAVAILABLE, WRITER, LeaseRow, LeaseState
 from galera_health.maintenance import Maintenance
 from galera_health.store import VerdictStore
@@ -131,3 +132,27 @@ def test_writer_probes_need_no_status_token(clock: Clock) -> None:
     assert client.get("/writer").status_code == 200
     assert client.get("/writer/n1").status_code == 200
     assert client.get("/status").status_code == 401
+
+
+def test_status_and_metrics_show_the_session_kills(clock: Clock) -> None:
+    """writer_users: what the lease job's session kill published, in /status (schema) and
+    /metrics; a node without a report shows none."""
+    store = writer_store(clock, ["n1", "n2"])
+    client = create_app(store, lambda: (True, "ok")).test_client()
+    store.publish_lease(holder(clock))
+    problem = "the writer account 'w' lacks PROCESS, ...: GRANT PROCESS, CONNECTION ADMIN ..."
+    store.publish_kill("n2", sessions.reported(sessions.KillReport(), 0, problem, 1e9))
+    store.publish_kill("n1", sessions.reported(sessions.KillReport(), 3, None, 1e9))
+    document = client.get("/status").json
+    validate_status(document)
+    assert document["nodes"]["n1"]["writer"]["sessions"] == {
+        "killed_total": 3,
+        "last_killed": 3,
+        "last_at": "2001-09-09T01:46:40+00:00",
+        "problem": None,
+    }
+    assert document["nodes"]["n2"]["writer"]["sessions"]["problem"] == problem
+    metrics = client.get("/metrics").text
+    assert 'galera_health_writer_sessions_killed_total{node="n1"} 3.0' in metrics
+    assert 'galera_health_writer_session_kill_blocked{node="n2"} 1.0' in metrics
+    assert 'galera_health_writer_session_kill_failures_total{node="n2"} 1.0' in metrics

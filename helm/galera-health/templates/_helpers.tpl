@@ -127,6 +127,9 @@ Cross-field checks the JSON schema cannot express; each stops rendering with one
 {{- if and (not (kindIs "invalid" .Values.agent.status.port)) (eq (int .Values.agent.status.port) (int .Values.agent.port)) -}}
 {{- fail "agent.status.port must differ from agent.port (null serves /status and /metrics on agent.port)" -}}
 {{- end -}}
+{{- if and $a.writerUsers (not $a.writer) -}}
+{{- fail "agent.writerUsers needs agent.writer=true: the sessions are closed when a node stops being the writer" -}}
+{{- end -}}
 {{- if .Values.writerService.enabled -}}
 {{- if not $a.writer -}}
 {{- fail "writerService.enabled needs agent.writer=true: without the election no agent answers 200 on /writer and the writer Service has no backend" -}}
@@ -264,6 +267,9 @@ kubernetes_pod_label = {{ $a.podLabel | quote }}
 {{- if $a.writer }}
 writer_user = {{ $a.writerUser | quote }}
 writer_password_file = "{{ include "galera-health.secretDir" . }}/{{ .Values.auth.writerPasswordKey }}"
+{{- with $a.writerUsers }}
+writer_users = {{ join "," . | quote }}
+{{- end }}
 {{- end }}
 {{- if not (kindIs "invalid" $a.status.port) }}
 status_listen = "0.0.0.0:{{ $a.status.port }}"

@@ -1,0 +1,111 @@
+"""When the old writer closes its sessions: sessions.step, a pure function of the node's /writer
+answers over time, the grace and now (docs/architecture.md, "Closing the old writer's
+sessions")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from galera_health import sessions
+from galera_health.config import WRITER_KILL_GRACE, ConfigError, load_settings
+from galera_health.sessions import KillClock, KillReport
+
+GRACE = 6.0
+
+
+def run(answers: list[tuple[float, bool | None]], grace: float = GRACE) -> list[float]:
+    """The times at which a kill is due, for answers (time, /writer 200?) looked at in order."""
+    clock, kills = KillClock(), []
+    for now, writer in answers:
+        clock, due = sessions.step(clock, writer, now, grace)
+        if due:
+            kills.append(now)
+    return kills
+
+
+def ticks(
+    start: float, end: float, writer: bool | None, every: float = 0.25
+) -> list[tuple[float, bool | None]]:
+    n = round((end - start) / every)
+    return [(start + i * every, writer) for i in range(n)]
+
+
+def test_a_loss_of_the_role_kills_once_after_the_grace() -> None:
+    answers = ticks(0, 10, True) + ticks(10, 30, False)
+    assert run(answers) == [16.0]
+
+
+def test_never_while_the_writer_nor_before_a_judged_answer() -> None:
+    assert run(ticks(0, 30, True)) == []
+    assert run(ticks(0, 30, None)) == []
+
+
+def test_a_standby_found_at_start_kills_after_the_grace() -> None:
+    """An agent (re)started beside a node that is not the writer: a pool may still sit there."""
+    answers = ticks(0, 2, None) + ticks(2, 20, False)
+    assert run(answers) == [8.0]
+    clock, _ = sessions.step(KillClock(), False, 2.0, GRACE)
+    assert not clock.lost  # logged only when it killed someone
+    clock, _ = sessions.step(KillClock(writer=True), False, 2.0, GRACE)
+    assert clock.lost
+
+
+def test_regaining_the_role_within_the_grace_cancels_the_kill() -> None:
+    answers = ticks(0, 5, True) + ticks(5, 8, False) + ticks(8, 30, True)
+    assert run(answers) == []
+
+
+def test_each_loss_kills_once() -> None:
+    answers = ticks(0, 5, True) + ticks(5, 15, False) + ticks(15, 20, True) + ticks(20, 40, False)
+    assert run(answers) == [11.0, 26.0]
+
+
+def test_unknown_answers_keep_the_clock() -> None:
+    """The lease job restarting (a reload) says nothing: the grace still counts from the loss."""
+    answers = ticks(0, 5, True) + ticks(5, 7, False) + ticks(7, 9, None) + ticks(9, 20, False)
+    assert run(answers) == [11.0]
+
+
+def test_a_zero_grace_kills_at_the_first_503() -> None:
+    assert run(ticks(0, 1, True) + ticks(1, 3, False), grace=0.0) == [1.0]
+
+
+def test_a_failed_kill_is_retried_unless_it_lacks_a_privilege() -> None:
+    clock, due = sessions.step(KillClock(writer=True), False, 0.0, 0.0)
+    assert due
+    retry = sessions.failed(clock, 0.0, lasting=False)
+    assert sessions.step(retry, False, 0.5, 0.0) == (retry, False)
+    assert sessions.step(retry, False, sessions.RETRY_SECONDS, 0.0)[1]
+    lasting = sessions.failed(clock, 0.0, lasting=True)
+    assert not any(sessions.step(lasting, False, t, 0.0)[1] for t in (1.0, 5.0, 100.0))
+
+
+def test_the_report_counts_kills_and_failures() -> None:
+    report = sessions.reported(KillReport(), 3, None, 1.0)
+    report = sessions.reported(report, 0, "lacks PROCESS", 2.0)
+    assert (report.killed_total, report.last_killed, report.failures_total) == (3, 0, 1)
+    assert report.problem == "lacks PROCESS"
+    assert sessions.reported(report, 2, None, 3.0).problem is None
+
+
+def test_writer_users_settings(tmp_path: Path) -> None:
+    """Client accounts only, with the election on; one line naming the mistake otherwise."""
+    password = tmp_path / "pw"
+    password.write_text("x")
+    base = {"nodes": ["n1=127.0.0.1:3306"], "user": "mon", "writer": True}
+    writer = {"writer_user": "wr", "writer_password_file": str(password)}
+    settings = load_settings({**base, **writer, "writer_users": " app, reports ,"}, {})
+    assert settings.writer_users == ("app", "reports")
+    assert settings.writer_kill_grace == WRITER_KILL_GRACE
+    assert load_settings(base, {}).writer_users == ()
+    for users, message in [
+        ("app,wr", "the agent's own account 'wr'"),
+        ("mon", "the agent's own account 'mon'"),
+        ("root", "must not name 'root'"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            load_settings({**base, **writer, "writer_users": users}, {})
+    with pytest.raises(ConfigError, match="writer_users needs writer = true"):
+        load_settings({**base, "writer": False, "writer_users": "app"}, {})
