@@ -12,11 +12,13 @@ joins run on real Galera nodes in tests/integration/test_whole_cluster_recovery.
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -90,28 +92,41 @@ class Pods:
             (node.rundir / "entrypoint-args").unlink(missing_ok=True)
             if pod not in self.agents.agents:
                 self.agents.start(pod)
+        # Until every agent decided from the wiped datadirs: a decision left from the previous
+        # test (or a read between the wipe and the next test's writes) cannot pass for its state.
+        self.wait_decided({pod: None for pod in PODS})
 
     def state(self, **positions: tuple[int, int] | tuple[int, int, str] | None) -> None:
         """pod ordinal "p0".. -> (seqno, safe_to_bootstrap[, uuid]) or None (empty); then wait
         until every agent decided from exactly these positions."""
-        expected = {}
+        expected: dict[str, tuple[bool, str | None]] = {}
         for key, value in positions.items():
             pod = PODS[int(key[1:])]
             if value is None:
-                expected[pod] = None
+                expected[pod] = (True, None)
                 continue
             uuid = value[2] if len(value) == 3 else UUID  # type: ignore[misc]
             self.nodes[pod].grastate(seqno=value[0], safe_to_bootstrap=value[1], uuid=uuid)
-            expected[pod] = f"{uuid}:{value[0]}" if value[0] >= 0 else None
-        for pod in self.agents.agents:
-            self.agents.wait_decided(
-                pod,
-                lambda d: all(
-                    r["position"] == expected[r["node"]]
-                    for r in d["reports"]
-                    if r["answered"] and r["node"] in expected
-                ),
+            expected[pod] = (False, f"{uuid}:{value[0]}" if value[0] >= 0 else None)
+        self.wait_decided(expected)
+
+    def wait_decided(self, expected: Mapping[str, tuple[bool, str | None] | None]) -> None:
+        """Until every agent's decision has every pod named here answered with exactly this
+        (empty, position); None: an empty datadir. Never vacuous: a pod missing from the
+        reports, or not answered, or with any other datadir, keeps it waiting."""
+        rows = {pod: (True, None) if e is None else e for pod, e in expected.items()}
+
+        def seen(decision: dict[str, Any]) -> bool:
+            found = {r["node"]: r for r in decision["reports"]}
+            return all(
+                pod in found
+                and found[pod]["answered"]
+                and (found[pod]["empty"], found[pod]["position"]) == row
+                for pod, row in rows.items()
             )
+
+        for pod in self.agents.agents:
+            self.agents.wait_decided(pod, seen)
 
     def lose(self, pod: str) -> None:
         """Stop a pod's agent and wait until every other agent's decision says so."""
@@ -120,6 +135,13 @@ class Pods:
             self.agents.wait_decided(
                 other, lambda d: any(r["node"] == pod and not r["answered"] for r in d["reports"])
             )
+
+    def decisions(self) -> str:
+        """Every agent's /recovery now (the decision's inputs), for a failure's message."""
+        return "\n".join(
+            f"{pod}'s /recovery: {json.dumps(self.agents.recovery(pod), sort_keys=True)}"
+            for pod in self.agents.agents
+        )
 
     def peers_of(self, pod: str) -> str:
         return " ".join(
@@ -178,6 +200,8 @@ def waits(pods: Pods, script: str, pod: str, text: str, force: str = "") -> str:
     process, output = pods.start(script, pod, force)
     try:
         return wait_output(process, output, text)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{pods.decisions()}") from None
     finally:
         stop_script(process)
         assert not (pods.nodes[pod].rundir / "entrypoint-args").exists(), output.read_text()
