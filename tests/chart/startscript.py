@@ -147,11 +147,15 @@ class Node:
             directory.mkdir(parents=True, exist_ok=True)
 
     def grastate(self, seqno: int, safe_to_bootstrap: int, uuid: str) -> None:
+        """Writes grastate.dat whole (a new file renamed over the old one, as Galera does):
+        an agent reading it meanwhile sees the old file or the new one, never a torn one."""
         (self.datadir / "mysql").mkdir(exist_ok=True)
-        (self.datadir / "grastate.dat").write_text(
+        written = self.base / "grastate.dat.new"
+        written.write_text(
             "# GALERA saved state\nversion: 2.1\n"
             f"uuid:    {uuid}\nseqno:   {seqno}\nsafe_to_bootstrap: {safe_to_bootstrap}\n"
         )
+        written.replace(self.datadir / "grastate.dat")
 
 
 @dataclass(frozen=True)

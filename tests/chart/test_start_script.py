@@ -85,35 +85,45 @@ class Pods:
             self.galera[ordinal] = self.hold(ordinal)
 
     def reset(self) -> None:
+        """Each test's start (its state() then sets the datadirs)."""
         for pod, node in self.nodes.items():
-            shutil.rmtree(node.datadir)
-            node.datadir.mkdir()
             node.force_bootstrap_pod = ""
             (node.rundir / "entrypoint-args").unlink(missing_ok=True)
             if pod not in self.agents.agents:
                 self.agents.start(pod)
-        # Until every agent decided from the wiped datadirs: a decision left from the previous
-        # test (or a read between the wipe and the next test's writes) cannot pass for its state.
-        self.wait_decided({pod: None for pod in PODS})
 
     def state(self, **positions: tuple[int, int] | tuple[int, int, str] | None) -> None:
-        """pod ordinal "p0".. -> (seqno, safe_to_bootstrap[, uuid]) or None (empty); then wait
-        until every agent decided from exactly these positions."""
+        """pod ordinal "p0".. -> (seqno, safe_to_bootstrap[, uuid]) or None (empty; a pod not
+        named too); then wait until every agent decided from exactly these datadirs.
+
+        Each datadir goes straight from the previous test's state to this one (grastate.dat
+        replaced whole, never wiped first): the agents read the datadirs and each other all the
+        time, and a read between a wipe and the writes (empty) would be a state no test set,
+        which a decision could still be made from after the wait saw the right one."""
         expected: dict[str, tuple[bool, str | None]] = {}
-        for key, value in positions.items():
-            pod = PODS[int(key[1:])]
+        for pod, node in self.nodes.items():
+            value = positions.get(f"p{PODS.index(pod)}")
+            keep = set() if value is None else {"mysql", "grastate.dat"}
+            for entry in node.datadir.iterdir():
+                if entry.name in keep:
+                    continue
+                if entry.is_dir():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
             if value is None:
                 expected[pod] = (True, None)
                 continue
             uuid = value[2] if len(value) == 3 else UUID  # type: ignore[misc]
-            self.nodes[pod].grastate(seqno=value[0], safe_to_bootstrap=value[1], uuid=uuid)
+            node.grastate(seqno=value[0], safe_to_bootstrap=value[1], uuid=uuid)
             expected[pod] = (False, f"{uuid}:{value[0]}" if value[0] >= 0 else None)
         self.wait_decided(expected)
 
     def wait_decided(self, expected: Mapping[str, tuple[bool, str | None] | None]) -> None:
         """Until every agent's decision has every pod named here answered with exactly this
         (empty, position); None: an empty datadir. Never vacuous: a pod missing from the
-        reports, or not answered, or with any other datadir, keeps it waiting."""
+        reports, or not answered, or with any other datadir, keeps it waiting. Once it holds,
+        no later decision differs: the files stay as they are until the next state()."""
         rows = {pod: (True, None) if e is None else e for pod, e in expected.items()}
 
         def seen(decision: dict[str, Any]) -> bool:
