@@ -108,9 +108,11 @@ def bed(cluster: GaleraTestbed) -> Iterator[Bed]:
     try:
         running.lb.start()
         running.lb.wait(
-            lambda states: sum(s.status == "UP" for s in states.values()) == 1,
+            # routed: "UP", and "UP 1/2" (a first failed check with fall 2: still routed)
+            lambda states: [s.status for s in states.values() if s.status.startswith("UP")]
+            == ["UP"],
             60,
-            "one server UP in lb_writer",
+            "one server routed (UP) in lb_writer",
         )
         yield running
     finally:
