@@ -11,6 +11,7 @@ counted: every row whose INSERT returned must be there on every node afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -219,6 +220,10 @@ class Bed:
         if not self.primary_component():
             self.kill(*PODS)
             self.recover()
+        for node in self.cluster.nodes:
+            if node.is_running():  # launched by a script's decision: it may still start
+                with contextlib.suppress(TestbedError):  # it exited: restore starts it
+                    node.wait_answering(timeout=240)
         restore(self.cluster, timeout=240)
         counts = self.counts()
         assert len(set(counts.values())) == 1, counts
