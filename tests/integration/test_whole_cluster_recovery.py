@@ -229,9 +229,10 @@ class Bed:
         assert len(set(counts.values())) == 1, counts
         self.committed = counts[PODS[0]]  # what a failed test's rows came to
 
-    def primary_component(self, timeout: float = 120) -> bool:
-        """Whether a running node is in a Primary component (waiting while one still starts:
-        a launched node may be joining by SST)."""
+    def primary_component(self, timeout: float = 45) -> bool:
+        """Whether a running node is in a Primary component (waiting a little while one still
+        starts: a bootstrap or a pc.recovery takes seconds; a joiner with no Primary to join
+        never gets there)."""
         deadline = time.monotonic() + timeout
         while True:
             running = [n for n in self.cluster.nodes if n.is_running()]
