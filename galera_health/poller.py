@@ -486,8 +486,7 @@ class Poller:
         peers = self.settings.recovery_peers
         if peers is None:
             return
-        if any(v.verdict is not None and v.verdict.facts and v.state != "stale"
-               for v in self.store.views()):  # fmt: skip
+        if any(view.running for view in self.store.views()):
             self.store.clear_decision()
             return
         agents = parse_agents(peers.split(","), "recovery_peers")

@@ -61,6 +61,12 @@ class NodeView:
     verdict: Verdict | None
     maintenance: Maintenance | None = None
 
+    @property
+    def running(self) -> bool:
+        """mysqld answered the last poll and that poll is still fresh (a stale verdict says
+        nothing about mysqld; maintenance and draining do not stop it)."""
+        return self.verdict is not None and bool(self.verdict.facts) and self.state != "stale"
+
 
 class VerdictStore:
     def __init__(
@@ -267,8 +273,8 @@ class VerdictStore:
             return NodeView(node, False, "stale", reason, age, verdict)
         return NodeView(node, verdict.healthy, verdict.state, verdict.reason, age, verdict)
 
-    def views(self) -> list[NodeView]:
-        now = self._clock()
+    def views(self, now: float | None = None) -> list[NodeView]:
+        now = self._clock() if now is None else now
         return [self.view(node, now) for node in self.nodes]
 
     # --- the writer election (--writer) ---------------------------------------------------
@@ -337,9 +343,15 @@ class VerdictStore:
         """The node runs: no recovery decision to serve (its agent stops asking)."""
         self._decision = None
 
-    def decision(self) -> tuple[Decision, tuple[NodeReport, ...], float] | None:
-        """The last recovery decision, the reports it was made from, and its age."""
+    def decision(
+        self, now: float | None = None
+    ) -> tuple[Decision, tuple[NodeReport, ...], float] | None:
+        """The last recovery decision, the reports it was made from, and its age; None while a
+        node runs (judged at `now`, like a verdict's age). A decision made while the node was
+        down, starting or its verdict briefly stale is never served once a fresh poll finds
+        mysqld answering: the recovery job only clears it at its next run, seconds later."""
         found = self._decision
-        if found is None:
+        now = self._clock() if now is None else now
+        if found is None or any(view.running for view in self.views(now)):
             return None
-        return found[0], found[1], self._clock() - found[2]
+        return found[0], found[1], now - found[2]

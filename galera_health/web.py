@@ -353,20 +353,20 @@ def recovery_document(store: VerdictStore, force: str = "") -> dict[str, Any]:
     fresh), and with recovery_peers the whole cluster's recovery decision (with `force`, the
     start script's forceBootstrapPod, applied by recovery.forced: no I/O here)."""
     nodes: dict[str, Any] = {}
-    for view in store.views():
+    now = store.clock()  # one moment: a node shown running never comes with a decision
+    for view in store.views(now):
         facts = view.verdict.facts if view.verdict is not None else {}
-        fresh = view.state != "stale"
         path, datadir, age = store.datadir(view.node)
         nodes[view.node] = recovery_node_document(
             path,
             datadir,
             age,
-            running=fresh and bool(facts),
-            primary=fresh and facts.get("wsrep_cluster_status") == "Primary",
+            running=view.running,
+            primary=view.running and facts.get("wsrep_cluster_status") == "Primary",
             state=view.state,
         )
     document: dict[str, Any] = {"version": __version__, "nodes": nodes, "decision": None}
-    found = store.decision()
+    found = store.decision(now)
     if found is not None:
         decision, reports, age = found
         decision = forced(decision, force, reports)

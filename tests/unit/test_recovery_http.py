@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from galera_health.datadir import read_datadir
+from galera_health.maintenance import Maintenance
 from galera_health.recovery import RECOVERED_LOG, NodeReport, decide
 from galera_health.store import VerdictStore
 from galera_health.verdict import Policy, ProbeError, Snapshot, evaluate
@@ -137,3 +138,41 @@ def test_datadir_and_recovery_peers_settings() -> None:
     for bad in ("db-0", "db-0=ftp://x", "db-0=http://a,db-0=http://b"):
         with pytest.raises(ConfigError, match="recovery_peers"):
             load_settings({**base, "recovery_peers": bad}, {})
+
+
+def test_a_running_node_serves_no_decision(tmp_path: Path, clock: Clock) -> None:
+    """A decision made while mysqld was down, starting or its verdict briefly stale (the
+    recovery job asks the peers then) is never served once a fresh poll finds mysqld answering,
+    though the job clears it only at its next run; it is served again while the verdict is
+    stale or mysqld is down. In every answer a node shown running comes with no decision."""
+    store = VerdictStore(["n1"], max_age=5.0, clock=clock)
+    client = create_app(store, lambda: (True, "ok")).test_client()
+    grastate(tmp_path, 9)
+    reports = (NodeReport("n1", True, read_datadir(str(tmp_path))),)
+
+    def answer() -> tuple[bool, dict[str, object] | None]:
+        document = client.get("/recovery").get_json()
+        validate_recovery(document)
+        return document["nodes"]["n1"]["running"], document["decision"]
+
+    store.publish_decision(decide(reports), reports)  # starting: no verdict yet
+    running, decision = answer()
+    assert running is False and decision is not None and decision["action"] == "bootstrap"
+    store.publish(evaluate(Snapshot(SYNCED), Policy(), None, "n1", clock.now, 1e9, 0.01))
+    assert answer() == (True, None)
+    assert store.decision() is None
+    clock.now += 60  # the verdict is stale: it says nothing about mysqld
+    running, decision = answer()
+    assert running is False and decision is not None
+    store.publish(evaluate(Snapshot(SYNCED), Policy(), None, "n1", clock.now, 1e9, 0.01))
+    assert answer() == (True, None)
+    # in maintenance mysqld still runs: still no decision
+    store.set_maintenance({"n1": Maintenance("test", 0.0, "tester", str(tmp_path / "n1"))})
+    assert answer() == (True, None)
+    store.publish(
+        evaluate(
+            ProbeError("refused", "connection refused"), Policy(), None, "n1", clock.now, 1e9, 0.01
+        )
+    )
+    running, decision = answer()
+    assert running is False and decision is not None
