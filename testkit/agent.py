@@ -15,7 +15,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -242,3 +243,12 @@ class AgentProcess(ServerProcess):
 
     def __enter__(self) -> AgentProcess:
         return self
+
+
+def stop_all(agents: Iterable[AgentProcess]) -> None:
+    """Stop several agents at once: each stop may wait out `drain_wait` (an agent at the
+    production drain), so one after another would add those waits up."""
+    running = list(agents)
+    if running:
+        with ThreadPoolExecutor(max_workers=len(running)) as pool:
+            list(pool.map(lambda agent: agent.stop(), running))

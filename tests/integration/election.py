@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from galera_health.testbed import GaleraTestbed, TestbedError
-from testkit.agent import AgentProcess
+from testkit.agent import AgentProcess, stop_all
 
 from .conftest import restore
 
@@ -213,8 +213,7 @@ class Election:
 
     def stop(self) -> None:
         self.sampler.stop()
-        for agent in self.agents.values():
-            agent.stop()
+        stop_all(self.agents.values())
 
 
 class EvictionWatch:

@@ -25,7 +25,7 @@ import mysql.connector
 import pytest
 
 from galera_health.testbed import GaleraTestbed, TestbedNode
-from testkit.agent import AgentProcess, Answer, run_cli
+from testkit.agent import AgentProcess, Answer, run_cli, stop_all
 from testkit.haproxy import HAPROXY, Backend, HAProxy, Listener, Transition, free_port
 from testkit.workload import (
     Outcome,
@@ -103,8 +103,7 @@ def bed(cluster: GaleraTestbed, tmp_path_factory: pytest.TempPathFactory) -> Ite
         with HAProxy(listeners, inter=f"{INTER:g}s", check_timeout=f"{INTER:g}s") as lb:
             yield Bed(cluster, agents, state_dirs, lb)
     finally:
-        for agent in agents.values():
-            agent.stop()
+        stop_all(agents.values())
 
 
 def is_503(answer: Answer) -> bool:

@@ -27,7 +27,7 @@ from galera_health.config import load_settings
 from galera_health.lease import LeaseRow, Read
 from galera_health.lease_sql import TABLE, LeaseClient
 from galera_health.testbed import GaleraTestbed, free_ports
-from testkit.agent import AgentProcess, run_cli
+from testkit.agent import AgentProcess, run_cli, stop_all
 
 from .conftest import WRITER_GRANTS, restore
 from .election import (
@@ -157,8 +157,7 @@ def mixed(cluster: GaleraTestbed, writer_account: tuple[str, str]) -> Iterator[S
         yield sampler
     finally:
         sampler.stop()
-        for agent in agents.values():
-            agent.stop()
+        stop_all(agents.values())
         restore(cluster)
 
 
@@ -214,8 +213,7 @@ def trio(cluster: GaleraTestbed, writer_account: tuple[str, str]) -> Iterator[Sa
         yield sampler
     finally:
         sampler.stop()
-        for agent in agents.values():
-            agent.stop()
+        stop_all(agents.values())
         restore(cluster)
 
 
@@ -489,8 +487,7 @@ def configured(
         yield sampler, configs
     finally:
         sampler.stop()
-        for agent in agents.values():
-            agent.stop()
+        stop_all(agents.values())
         restore(cluster)
 
 

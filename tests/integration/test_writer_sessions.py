@@ -23,7 +23,7 @@ import mysql.connector
 import pytest
 
 from galera_health.testbed import GaleraTestbed
-from testkit.agent import AgentProcess
+from testkit.agent import AgentProcess, stop_all
 from testkit.haproxy import Backend, HAProxy, Listener, free_port
 from testkit.workload import Pool, PoolResult, prepare_hot
 
@@ -84,8 +84,7 @@ class Bed:
 
     def stop(self) -> None:
         self.lb.stop()
-        for agent in self.agents.values():
-            agent.stop()
+        stop_all(self.agents.values())
 
 
 @pytest.fixture(scope="module")
