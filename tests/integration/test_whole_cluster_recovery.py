@@ -342,6 +342,12 @@ def kill_one_by_one(bed: Bed, first: str, then: tuple[str, str]) -> None:
         time.sleep(0.2)
     bed.node_of[then[0]].wait_synced(timeout=60)
     bed.write(then[1], 10)  # only these two have them
+    # both have applied them before the kill (applying is asynchronous: killed a moment too
+    # soon, then[0] is rightly behind then[1] and the rule ranks then[1] higher, no tie)
+    deadline = time.monotonic() + 60
+    while len({bed.node_of[p].status("wsrep_last_committed") for p in then}) != 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
     bed.kill(*then)
 
 
