@@ -46,7 +46,11 @@ def bed(cluster: GaleraTestbed, writer_account: tuple[str, str]) -> Iterator[Bed
 
 
 def up_in(states: dict[tuple[str, str], ServerState], listener: str) -> set[str]:
-    return {s.server for s in states.values() if s.listener == listener and s.status == "UP"}
+    """The servers `listener` sends new sessions to: "UP", and "UP 1/2" (a first failed check
+    with fall 2, still routed); not "DOWN 1/2" (coming up, not yet routed)."""
+    return {
+        s.server for s in states.values() if s.listener == listener and s.status.startswith("UP")
+    }
 
 
 def served(lb: HAProxy, cluster: GaleraTestbed, sessions: int = 8) -> set[str]:
