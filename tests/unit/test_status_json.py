@@ -6,17 +6,19 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from flask.testing import FlaskClient
 
+from galera_health.lease import Role
+from galera_health.recovery import Action
 from galera_health.store import VerdictStore
-from galera_health.verdict import Policy, ProbeError, Snapshot, evaluate
-from galera_health.web import create_app
+from galera_health.verdict import Fault, Policy, ProbeError, Snapshot, State, evaluate
+from galera_health.web import CheckStatus, create_app
 
 from ..samples import SYNCED
-from ..schema import validate_health, validate_status
+from ..schema import SCHEMA_PATH, validate_health, validate_status
 from .conftest import Clock
 
 
@@ -85,6 +87,25 @@ def test_status_validates_in_every_state(
     assert document["agent"]["user"] == "health"
     clock.now += 10  # everything stale
     validate_status(client.get("/status").get_json())
+
+
+def test_the_schema_enumerates_the_words_the_types_allow() -> None:
+    """Each Literal that mypy holds the code to is the enum the schema promises consumers."""
+    defs = json.loads(SCHEMA_PATH.read_text())["$defs"]
+    check = defs["health_json"]["properties"]["checks"]["additionalProperties"]["items"]
+    pairs = [
+        (defs["state"]["enum"], get_args(State)),
+        (defs["node"]["properties"]["fault"]["enum"], (None, *get_args(Fault))),
+        (defs["writer"]["properties"]["role"]["enum"], get_args(Role)),
+        (
+            defs["recovery"]["properties"]["decision"]["properties"]["action"]["enum"],
+            get_args(Action),
+        ),
+        (check["properties"]["status"]["enum"], get_args(CheckStatus)),
+    ]
+    for listed, allowed in pairs:
+        assert sorted(listed, key=str) == sorted(allowed, key=str)
+    assert all(re.fullmatch(defs["state"]["pattern"], state) for state in get_args(State))
 
 
 def test_existing_fields_are_kept(client: FlaskClient, store: VerdictStore, clock: Clock) -> None:
