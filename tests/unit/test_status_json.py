@@ -173,7 +173,7 @@ def test_format_health_pass_is_200(store: VerdictStore, clock: Clock) -> None:
 
 
 def test_no_secret_in_status(store: VerdictStore, clock: Clock, tmp_path: Path) -> None:
-    from galera_health.cli import describe as describe_settings
+    from galera_health.config import describe as describe_settings
     from galera_health.config import load_settings
 
     secret = tmp_path / "password"
