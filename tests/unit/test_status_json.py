@@ -12,6 +12,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from galera_health.lease import Role
+from galera_health.pod_label import Label
 from galera_health.recovery import Action
 from galera_health.store import VerdictStore
 from galera_health.verdict import Fault, Policy, ProbeError, Snapshot, State, evaluate
@@ -102,6 +103,8 @@ def test_the_schema_enumerates_the_words_the_types_allow() -> None:
             get_args(Action),
         ),
         (check["properties"]["status"]["enum"], get_args(CheckStatus)),
+        (defs["pod_label"]["properties"]["wanted"]["enum"], get_args(Label)),
+        (defs["pod_label"]["properties"]["value"]["enum"], (*get_args(Label), None)),
     ]
     for listed, allowed in pairs:
         assert sorted(listed, key=str) == sorted(allowed, key=str)
