@@ -437,10 +437,17 @@ def serve(settings: Settings, reload_settings: Callable[[], Settings] | None = N
     signal.signal(signal.SIGTERM, drain)
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGHUP, reload)
+    # Held until the agent has started: start() takes the store's overlay lock in this thread
+    # (the maintenance files), which a drain in a handler would wait for forever. The threads
+    # it starts keep them blocked, so the kernel hands each signal to this thread.
+    handled = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+    signal.pthread_sigmask(signal.SIG_BLOCK, handled)
     try:
         agent.start()
     except StartError as exc:
         return fail(str(exc))
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)
     agent.run()
     return 0
 
