@@ -210,3 +210,8 @@ def test_status_page_is_self_contained(client: FlaskClient) -> None:
     assert "document.write" not in page
     head = client.head("/", headers={"Accept": "text/html"})
     assert head.status_code == 503 and head.headers["Content-Length"] == str(len(response.data))
+    # the states its script colours are states the agent can report (a typo mypy cannot see)
+    wait = re.search(r"var WAIT = \{(.*?)\};", page, re.DOTALL)
+    assert wait is not None
+    named = set(re.findall(r"(\w+): 1", wait.group(1))) | {"synced"}
+    assert named and named <= set(get_args(State)), named - set(get_args(State))
