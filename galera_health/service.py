@@ -84,7 +84,7 @@ class WaitressListener:
         os.close(read_end)
         # re-entrant: stop() may run in a signal handler that interrupted this thread inside
         self._lock = threading.RLock()
-        self._state = "bound"  # -> "running" -> "closed", or "bound" -> "closed"
+        self._state = "bound"  # -> "running" -> "closed", or -> "closing" -> "closed"
         self._close_all = wasyncore.close_all
 
     def run(self) -> None:
