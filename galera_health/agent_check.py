@@ -27,8 +27,10 @@ import socket
 import threading
 
 from .store import NodeView, VerdictStore
+from .verdict import State
 
-HELD_OUT = ("maintenance", "draining")  # the agent holds the node out on purpose
+# the agent holds the node out on purpose
+HELD_OUT: frozenset[State] = frozenset({"maintenance", "draining"})
 MAX_REASON = 200  # characters after '#': HAProxy shows it in its stats ("last_agt")
 READ_LIMIT = 1024  # bytes of the checker's input read and discarded per connection
 LINGER = 1.0  # seconds a connection may stay open after the answer, waiting for the close

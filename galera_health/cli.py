@@ -15,9 +15,7 @@ import os
 import re
 import resource
 import signal
-import ssl
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -32,16 +30,15 @@ from .config import (
     SETTINGS,
     ConfigError,
     Settings,
-    describe,
     load_settings,
     parse_agents,
     raw_from_env,
     raw_from_toml,
 )
 from .logs import setup_logging
-from .poller import log_transition
 from .probe import probe_for
 from .recovery import Decision, NodeReport
+from .service import Agent, StartError, read_token
 from .verdict import evaluate
 
 log = logging.getLogger("galera_health")
@@ -218,12 +215,6 @@ def flags_from(args: argparse.Namespace) -> dict[str, Any]:
 def fail(message: str) -> int:
     print(f"galera-health: error: {message}", file=sys.stderr)
     return 2
-
-
-def summary(config: dict[str, Any]) -> dict[str, Any]:
-    """The part of describe()'s document the start line shows at info: what is watched, as
-    whom, where."""
-    return {key: config[key] for key in ("nodes", "user", "password_source", "listen")}
 
 
 def maintenance_command(args: argparse.Namespace) -> int:
@@ -424,182 +415,41 @@ def writer_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def serve(settings: Settings, reload_settings: Callable[[], Settings] | None = None) -> int:
-    from waitress.server import create_server
-
-    from .poller import Poller
-    from .store import VerdictStore
-    from .web import SERVER_SETTINGS, create_app
-
+    """The agent (service.Agent) in this process: the signals are ours. SIGTERM drains (503
+    for drain_seconds, then exit 0), a second SIGTERM or SIGINT exits 0 at once, SIGHUP
+    reloads."""
     raise_open_files_limit()
     warn_if_readable_by_others(settings)
     try:
-        status_token = read_token(settings.status_token_file)
-    except OSError as exc:
-        return fail(f"cannot read status_token_file: {exc.strerror}")
-    store = VerdictStore(
-        [n.name for n in settings.nodes],
-        settings.max_age,
-        healthy_max_age=settings.healthy_max_age,
-    )
-    poller = Poller(settings, store, reload_settings=reload_settings)
-    labeler = None
-    if settings.kubernetes_pod_label:
-        from .pod_labeler import labeler_for
-
-        try:
-            labeler = labeler_for(settings, store, os.environ)
-        except ConfigError as exc:
-            return fail(str(exc))
-
-    def app_for(surface: str) -> Any:
-        return create_app(
-            store,
-            poller.liveness,
-            lambda: describe(poller.settings),
-            policy=lambda: poller.policy,
-            stats=poller.stats(),
-            surface=surface,
-            status_token=status_token,
-        )
-
-    separate = settings.status_listen is not None
-    servers: list[Any] = []
-    for surface, address in (
-        ("probe" if separate else "all", settings.listen),
-        ("status", settings.status_listen),
-    ):
-        if address is None:
-            continue
-        try:
-            if surface == "status" and settings.status_tls_cert is not None:
-                servers.append(TlsStatusServer(settings, app_for(surface)))
-            else:
-                servers.append(
-                    create_server(app_for(surface), listen=address.display(), **SERVER_SETTINGS)
-                )
-        except (OSError, ssl.SSLError) as exc:
-            for made in servers:
-                made.close()
-            return fail(
-                f"cannot listen on {address.display()}: {exc.strerror or exc}; "
-                "choose another address or stop what uses that port"
-            )
-    server = servers[0]
-    listen = settings.listen.display()
-    agent_check = None
-    if settings.agent_check_listen is not None:
-        from .agent_check import AgentCheckServer
-
-        address = settings.agent_check_listen
-        try:
-            agent_check = AgentCheckServer(store, address.host, address.port)
-        except OSError as exc:
-            for made in servers:
-                made.close()
-            return fail(
-                f"cannot listen on {address.display()} (agent_check_listen): {exc.strerror}; "
-                "choose another address or stop what uses that port"
-            )
+        agent = Agent(settings, reload_settings)
+    except StartError as exc:
+        return fail(str(exc))
 
     def stop(signum: int, _frame: FrameType | None) -> None:
-        raise SystemExit(0)
+        agent.stop()
 
     def drain(signum: int, _frame: FrameType | None) -> None:
-        """SIGTERM: answer 503 draining long enough for the LB to see it, still serving, then
-        exit 0. A second SIGTERM (or SIGINT) exits at once."""
-        seconds = poller.settings.drain_seconds
-        if store.draining is not None or seconds <= 0:
-            raise SystemExit(0)
-        reason = f"agent stopping, exit in {seconds:g} s"
-        for transition in store.start_drain(reason):
-            log_transition(transition)
-        signal.signal(signal.SIGALRM, stop)
-        signal.setitimer(signal.ITIMER_REAL, seconds)
+        agent.drain()
 
     def reload(signum: int, _frame: FrameType | None) -> None:
-        poller.request_reload()
+        agent.poller.request_reload()
 
     signal.signal(signal.SIGTERM, drain)
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGHUP, reload)
-    poller.start()
-    if labeler is not None:
-        labeler.start()
-    config = describe(settings)
-    log.debug(
-        "effective config: %s",
-        json.dumps(config, separators=(",", ":")),
-        extra={"event": "config", "config": config},
-    )
-    short = summary(config)
-    log.info(
-        "serving on http://%s%s; nodes %s; user %s (password from %s); "
-        "full config at log_level debug and in /status",
-        listen,
-        (
-            f" (status on {'https' if settings.status_tls_cert else 'http'}://"
-            f"{settings.status_listen.display()})"
-        )
-        if settings.status_listen
-        else "",
-        ", ".join(f"{name}={address}" for name, address in short["nodes"].items()),
-        short["user"],
-        short["password_source"],
-        extra={"event": "start", "version": __version__, "config": short},
-    )
-    for extra in servers[1:]:
-        threading.Thread(target=extra.run, name="status-listener", daemon=True).start()
-    if agent_check is not None:
-        agent_check.start()
+    # Held until the agent has started: start() takes the store's overlay lock in this thread
+    # (the maintenance files), which a drain in a handler would wait for forever. The threads
+    # it starts keep them blocked, so the kernel hands each signal to this thread.
+    handled = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+    signal.pthread_sigmask(signal.SIG_BLOCK, handled)
     try:
-        server.run()
-    except SystemExit:
-        pass
+        agent.start()
+    except StartError as exc:
+        return fail(str(exc))
     finally:
-        poller.stop()
-        if labeler is not None:
-            labeler.stop()
-        for made in servers:
-            made.close()
-        if agent_check is not None:
-            agent_check.close()
-    log.info("stopped")
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)
+    agent.run()
     return 0
-
-
-class TlsStatusServer:
-    """The status listener over HTTPS. waitress has no TLS, so this one listener (a management
-    surface, not the LB's probe path) is served by cheroot, imported only when configured."""
-
-    def __init__(self, settings: Settings, app: Any) -> None:
-        from cheroot import wsgi
-        from cheroot.ssl.builtin import BuiltinSSLAdapter
-
-        assert settings.status_listen is not None
-        assert settings.status_tls_cert is not None and settings.status_tls_key is not None
-        # fail here, with the file named, rather than in cheroot's thread
-        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
-            settings.status_tls_cert, settings.status_tls_key
-        )
-        self.server = wsgi.Server(
-            (settings.status_listen.host, settings.status_listen.port),
-            app,
-            numthreads=4,
-            max=64,
-            timeout=10,
-            shutdown_timeout=1,
-            server_name="galera-health",
-        )
-        self.server.ssl_adapter = BuiltinSSLAdapter(
-            settings.status_tls_cert, settings.status_tls_key
-        )
-        self.server.prepare()  # binds now: a port in use is reported at start
-
-    def run(self) -> None:
-        self.server.serve()
-
-    def close(self) -> None:
-        self.server.stop()
 
 
 def raise_open_files_limit() -> None:
@@ -632,14 +482,6 @@ def warn_if_readable_by_others(settings: Settings, token: bool = True) -> None:
                 mode & 0o777,
                 extra={"event": "insecure_file", "key": key},
             )
-
-
-def read_token(path: str | None) -> str | None:
-    if path is None:
-        return None
-    with open(path, encoding="utf-8") as handle:
-        token = handle.read().strip()
-    return token or None
 
 
 def check(settings: Settings) -> int:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from .config import LEASE_MARGIN, LEASE_MIN_INTERVAL, WRITER_DONOR_GRACE
+from .verdict import State
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,7 @@ def failed(state: LeaseState, failure: Failure) -> LeaseState:
 
 
 def keeps_role(
-    state: LeaseState, healthy: bool, health_state: str, donor_since: float | None, now: float
+    state: LeaseState, healthy: bool, health_state: State, donor_since: float | None, now: float
 ) -> bool:
     """Whether the node counts as usable for the lease: its /health is 200, or it holds the
     role and has been a Donor for less than WRITER_DONOR_GRACE (an IST donation: it keeps the

@@ -12,9 +12,12 @@ new holder takes `writer` off every other pod before it puts it on its own.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Literal
 
-WRITER = "writer"
-STANDBY = "standby"
+# The label's two values (/status `pod_label.wanted` and `value`): mypy refuses any other.
+Label = Literal["writer", "standby"]
+WRITER: Label = "writer"
+STANDBY: Label = "standby"
 # How long a label stays trusted without being written again (someone may edit it), and how
 # often the holder looks for another pod still carrying `writer` (an agent killed -9 leaves it).
 REFRESH_SECONDS = 30.0
@@ -31,8 +34,8 @@ class PodLabelState:
     pod: str
     namespace: str
     key: str
-    wanted: str  # what the lease says now
-    applied: str | None = None  # what the API last accepted for the pod (None: not yet)
+    wanted: Label  # what the lease says now
+    applied: Label | None = None  # what the API last accepted for the pod (None: not yet)
     out_of_step_since: float | None = None  # monotonic; None while in step
     error: str | None = None  # the last failed call, one line (None after a success)
     api_errors: int = 0  # failed calls since the start
@@ -43,7 +46,7 @@ class PodLabelState:
         return self.applied == self.wanted
 
 
-def wanted(is_writer: bool) -> str:
+def wanted(is_writer: bool) -> Label:
     """The value for the pod: `writer` only while /writer is 200 for its node."""
     return WRITER if is_writer else STANDBY
 
@@ -63,7 +66,7 @@ def plan(
     own_due: float,
     sweep_due: float,
     retry_at: float = 0.0,
-    failed_for: str | None = None,
+    failed_for: Label | None = None,
 ) -> Plan:
     """What to call now. `own_due`/`sweep_due`: monotonic times from which a refresh of the
     own label / a sweep is due. After a failed call made for the value `failed_for`, nothing
@@ -78,7 +81,7 @@ def plan(
     return Plan(sweep=change or now >= sweep_due, own=change or now >= own_due)
 
 
-def track(previous: PodLabelState, wanted_now: str, now: float) -> PodLabelState:
+def track(previous: PodLabelState, wanted_now: Label, now: float) -> PodLabelState:
     """The state with the lease's current wish, and since when it is out of step."""
     return _stamp(replace(previous, wanted=wanted_now), now)
 
@@ -91,7 +94,7 @@ def _stamp(state: PodLabelState, now: float) -> PodLabelState:
     return state if since == state.out_of_step_since else replace(state, out_of_step_since=since)
 
 
-def applied(state: PodLabelState, value: str, now: float) -> PodLabelState:
+def applied(state: PodLabelState, value: Label, now: float) -> PodLabelState:
     """The API accepted `value` on the pod."""
     return _stamp(replace(state, applied=value, error=None), now)
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from . import pod_label
 from .config import Settings
 from .kube_api import ApiError, PodApi, PodTarget, pod_target
-from .pod_label import PodLabelState
+from .pod_label import Label, PodLabelState
 from .store import VerdictStore
 
 log = logging.getLogger("galera_health")
@@ -47,7 +47,7 @@ class PodLabeler:
         self._own_due = 0.0
         self._sweep_due = 0.0
         self._retry_at = 0.0
-        self._failed_for: str | None = None  # the wanted value of the last failed call
+        self._failed_for: Label | None = None  # the wanted value of the last failed call
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pod-labeler", daemon=True)
         store.publish_pod_label(node, self.state)
@@ -69,7 +69,7 @@ class PodLabeler:
                 log.exception("%s: pod labeler failed", self.node, extra={"node": self.node})
             self._stop.wait(TICK_SECONDS)
 
-    def _wanted(self) -> str:
+    def _wanted(self) -> Label:
         return pod_label.wanted(self.store.writer_view(self.node).writer)
 
     def _set(self, state: PodLabelState) -> None:

@@ -11,6 +11,8 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from .verdict import ProbeKind, State
+
 # A poll is a few ms when all is well and ends at a deadline (2-4 s by default) when not.
 POLL_BUCKETS: tuple[float, ...] = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 10.0,
@@ -24,8 +26,8 @@ class PollCounts:
     buckets: tuple[int, ...]  # per POLL_BUCKETS bound, not cumulative
     duration_sum: float
     polls: int
-    errors: Mapping[str, int]
-    transitions: Mapping[tuple[str, str], int]
+    errors: Mapping[ProbeKind, int]
+    transitions: Mapping[tuple[State, State], int]
     skipped: int
 
 
@@ -38,12 +40,15 @@ class PollStats:
         self._buckets = [0] * len(POLL_BUCKETS)
         self._sum = 0.0
         self._polls = 0
-        self._errors: Counter[str] = Counter()
-        self._transitions: Counter[tuple[str, str]] = Counter()
+        self._errors: Counter[ProbeKind] = Counter()
+        self._transitions: Counter[tuple[State, State]] = Counter()
         self._skipped = 0
 
     def record(
-        self, seconds: float, error_kind: str | None, transition: tuple[str, str] | None
+        self,
+        seconds: float,
+        error_kind: ProbeKind | None,
+        transition: tuple[State, State] | None,
     ) -> None:
         with self._lock:
             self._polls += 1

@@ -25,15 +25,15 @@ from .maintenance import Maintenance
 from .pod_label import PodLabelState
 from .recovery import Datadir, Decision, NodeReport
 from .sessions import KillReport
-from .verdict import Verdict
+from .verdict import State, Verdict
 
 
 @dataclass(frozen=True)
 class Transition:
     node: str
     at: float  # wall clock
-    from_state: str
-    to_state: str
+    from_state: State
+    to_state: State
     reason: str
     healthy: bool
 
@@ -55,7 +55,7 @@ class NodeView:
 
     node: str
     healthy: bool
-    state: str
+    state: State
     reason: str
     age_seconds: float | None
     verdict: Verdict | None
@@ -214,7 +214,7 @@ class VerdictStore:
         """Swap in a node's new verdict; return the transition if its state changed."""
         previous = self._latest.get(verdict.node)
         self._latest[verdict.node] = verdict
-        from_state = previous.state if previous is not None else "starting"
+        from_state: State = previous.state if previous is not None else "starting"
         if from_state == verdict.state:
             return None
         transition = Transition(

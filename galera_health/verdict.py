@@ -10,9 +10,56 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
+
+# --- the words a verdict is made of: one type each, so mypy refuses a typo -----------------
+# Every state is one word in /health's line, /status (`state`, a transition's `from`/`to`), the
+# log and /metrics; docs/status.schema.json lists the same set (a unit test keeps them equal).
+
+# Why a poll produced no facts (ProbeError.kind): a stable word, counted by /metrics per kind.
+ProbeKind = Literal[
+    "timeout",
+    "unreachable",
+    "error",
+    "unsupported_server",
+    "not_ready",
+    # the agent's own access (AGENT_FAULT_KINDS)
+    "access_denied",
+    "too_many_connections",
+    "auth_plugin_unsupported",
+    "config_error",
+    "tls_error",
+]
+# What the facts of a successful poll say (classify), and evaluate's wait before a rise.
+NodeState = Literal[
+    "synced",
+    "donor",
+    "joining",
+    "joined",
+    "initialized",
+    "unknown_state",
+    "desynced",
+    "disconnected",
+    "non_primary",
+    "not_ready",
+    "rejecting_queries",
+    "read_only",
+    "standalone",
+    "not_galera",
+    "unsupported_server",
+    "cluster_too_small",
+    "lagging",
+    "recovering",
+]
+# Decided by the store at answer time, not by a poll: no verdict yet, a verdict too old, and
+# the agent's own holding out (SIGTERM's drain, a maintenance file).
+AnswerState = Literal["starting", "stale", "draining", "maintenance"]
+State = Literal[NodeState, ProbeKind, AnswerState]
+# Whose problem an unusable verdict is: the node's, or the agent's own access.
+Fault = Literal["node", "agent"]
 
 # wsrep_local_state values (Galera's numbering) and the name we report for each.
-LOCAL_STATE_NAMES: dict[str, str] = {
+LOCAL_STATE_NAMES: dict[str, NodeState] = {
     "0": "initialized",
     "1": "joining",
     "2": "donor",
@@ -30,7 +77,7 @@ REQUIRED_VARIABLES = (
 )
 
 # Agent-side problems: the node may be fine, our own access is not.
-AGENT_FAULT_KINDS = frozenset(
+AGENT_FAULT_KINDS: frozenset[ProbeKind] = frozenset(
     {
         "access_denied",
         "too_many_connections",
@@ -42,10 +89,10 @@ AGENT_FAULT_KINDS = frozenset(
 
 # Measurement hiccups, debounced by `fall`: a loaded node or a rotated password must not take
 # every node out at once. Everything else is a fact the node told us and turns 503 at once.
-SOFT_STATES = frozenset({"timeout", "lagging", "error"}) | AGENT_FAULT_KINDS
+SOFT_STATES: frozenset[State] = frozenset({"timeout", "lagging", "error", *AGENT_FAULT_KINDS})
 
 # States in which a node shows it has noticed its own eviction from the Primary component.
-EVICTION_SEEN_STATES = frozenset({"non_primary", "disconnected"})
+EVICTION_SEEN_STATES: frozenset[State] = frozenset({"non_primary", "disconnected"})
 
 # Galera's default evs.suspect_timeout, used when the node does not tell us its own.
 DEFAULT_SUSPECT_TIMEOUT = 5.0
@@ -64,7 +111,7 @@ class Snapshot:
 class ProbeError:
     """Why one poll did not produce a Snapshot. `kind` is a stable word, `detail` one safe line."""
 
-    kind: str
+    kind: ProbeKind
     detail: str
     timed_out: bool = False
 
@@ -91,7 +138,7 @@ class Policy:
     fall_timeout: int | None = None  # None: same as fall
     fall_agent_error: int | None = None  # None: same as fall
 
-    def fall_for(self, state: str) -> int:
+    def fall_for(self, state: State) -> int:
         """Consecutive bad polls before a healthy node turns 503, by kind of badness."""
         if state == "timeout" and self.fall_timeout is not None:
             return self.fall_timeout
@@ -102,7 +149,7 @@ class Policy:
 
 @dataclass(frozen=True)
 class Classification:
-    state: str
+    state: State
     detail: str
     usable: bool
 
@@ -111,9 +158,9 @@ class Classification:
 class Verdict:
     node: str
     healthy: bool
-    state: str
+    state: State
     detail: str
-    fault: str | None  # "node", "agent" (our own access) or None when healthy
+    fault: Fault | None  # None when healthy
     checked_at: float  # wall clock, for humans
     checked_mono: float  # monotonic, for ages
     poll_seconds: float
@@ -284,7 +331,7 @@ def evaluate(
 
     if isinstance(observation, ProbeError):
         found = Classification(observation.kind, observation.detail, False)
-        fault: str | None = "agent" if observation.agent_fault else "node"
+        fault: Fault | None = "agent" if observation.agent_fault else "node"
         if observation.timed_out:
             pending = True
     else:

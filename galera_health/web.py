@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
 from flask import Flask, Response, jsonify, request
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, choose_encoder, generate_latest
@@ -29,7 +29,7 @@ from .sessions import KillReport
 from .stats import PollStats
 from .status_page import StatusPage
 from .store import NodeView, VerdictStore, WriterView
-from .verdict import Policy
+from .verdict import Fault, Policy, State
 
 Liveness = Callable[[], tuple[bool, str]]
 
@@ -242,8 +242,8 @@ def rounded(value: float | None, digits: int = 3) -> float | None:
     return None if value is None or math.isnan(value) else round(value, digits)
 
 
-def healthy_states(policy: Policy) -> list[str]:
-    states = ["synced"]
+def healthy_states(policy: Policy) -> list[State]:
+    states: list[State] = ["synced"]
     if policy.available_when_donor:
         states.append("donor")
     if policy.available_when_readonly:
@@ -279,6 +279,9 @@ def node_document(
     store: VerdictStore, view: NodeView, policy: Policy | None = None
 ) -> dict[str, Any]:
     verdict = view.verdict
+    fault: Fault | None = None
+    if not view.healthy:
+        fault = (verdict.fault if verdict is not None else None) or "node"
     document: dict[str, Any] = {
         "healthy": view.healthy,
         "state": view.state,
@@ -287,7 +290,7 @@ def node_document(
         "checked_at": None,
         "poll_ms": None,
         "since": None,
-        "fault": None if view.healthy else "node",
+        "fault": fault,
         "facts": {},
         "transitions": [
             {
@@ -307,7 +310,6 @@ def node_document(
             checked_at=verdict.checked_at,
             poll_ms=rounded(verdict.poll_seconds * 1000, 1),
             since=verdict.since,
-            fault=None if view.healthy else (verdict.fault or "node"),
             facts=dict(verdict.facts),
             hold_down_seconds=verdict.hold_down_seconds,
         )
@@ -412,12 +414,18 @@ def iso(wall: float | None) -> str | None:
     return None if wall is None else datetime.fromtimestamp(wall, timezone.utc).isoformat()
 
 
-def health_check_status(view: NodeView) -> str:
+# A check's status in application/health+json (docs/status.schema.json, health_json).
+CheckStatus = Literal["pass", "warn", "fail"]
+# Not usable yet, but expected to become so without anyone acting.
+WAITING_STATES: frozenset[State] = frozenset({"starting", "recovering"})
+
+
+def health_check_status(view: NodeView) -> CheckStatus:
     """pass: usable. warn: not usable yet but expected to become so without action (no verdict
     yet, or the hold-down after a timeout). fail: anything else."""
     if view.healthy:
         return "pass"
-    return "warn" if view.state in ("starting", "recovering") else "fail"
+    return "warn" if view.state in WAITING_STATES else "fail"
 
 
 def health_document(views: list[NodeView]) -> dict[str, Any]:

@@ -81,7 +81,7 @@ def test_recovery_document(tmp_path: Path, store: VerdictStore, clock: Clock) ->
 
     store.publish(
         evaluate(
-            ProbeError("refused", "connection refused"), Policy(), None, "n1", clock.now, 1e9, 0.01
+            ProbeError("unreachable", "refused"), Policy(), None, "n1", clock.now, 1e9, 0.01
         )
     )
     node = client.get("/recovery").get_json()["nodes"]["n1"]
@@ -171,7 +171,7 @@ def test_a_running_node_serves_no_decision(tmp_path: Path, clock: Clock) -> None
     assert answer() == (True, None)
     store.publish(
         evaluate(
-            ProbeError("refused", "connection refused"), Policy(), None, "n1", clock.now, 1e9, 0.01
+            ProbeError("unreachable", "refused"), Policy(), None, "n1", clock.now, 1e9, 0.01
         )
     )
     running, decision = answer()

@@ -6,17 +6,20 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from flask.testing import FlaskClient
 
+from galera_health.lease import Role
+from galera_health.pod_label import Label
+from galera_health.recovery import Action
 from galera_health.store import VerdictStore
-from galera_health.verdict import Policy, ProbeError, Snapshot, evaluate
-from galera_health.web import create_app
+from galera_health.verdict import Fault, Policy, ProbeError, Snapshot, State, evaluate
+from galera_health.web import CheckStatus, create_app
 
 from ..samples import SYNCED
-from ..schema import validate_health, validate_status
+from ..schema import SCHEMA_PATH, validate_health, validate_status
 from .conftest import Clock
 
 
@@ -87,6 +90,27 @@ def test_status_validates_in_every_state(
     validate_status(client.get("/status").get_json())
 
 
+def test_the_schema_enumerates_the_words_the_types_allow() -> None:
+    """Each Literal that mypy holds the code to is the enum the schema promises consumers."""
+    defs = json.loads(SCHEMA_PATH.read_text())["$defs"]
+    check = defs["health_json"]["properties"]["checks"]["additionalProperties"]["items"]
+    pairs = [
+        (defs["state"]["enum"], get_args(State)),
+        (defs["node"]["properties"]["fault"]["enum"], (None, *get_args(Fault))),
+        (defs["writer"]["properties"]["role"]["enum"], get_args(Role)),
+        (
+            defs["recovery"]["properties"]["decision"]["properties"]["action"]["enum"],
+            get_args(Action),
+        ),
+        (check["properties"]["status"]["enum"], get_args(CheckStatus)),
+        (defs["pod_label"]["properties"]["wanted"]["enum"], get_args(Label)),
+        (defs["pod_label"]["properties"]["value"]["enum"], (*get_args(Label), None)),
+    ]
+    for listed, allowed in pairs:
+        assert sorted(listed, key=str) == sorted(allowed, key=str)
+    assert all(re.fullmatch(defs["state"]["pattern"], state) for state in get_args(State))
+
+
 def test_existing_fields_are_kept(client: FlaskClient, store: VerdictStore, clock: Clock) -> None:
     """The contract: fields are only added within a major version."""
     fill(store, clock)
@@ -152,7 +176,7 @@ def test_format_health_pass_is_200(store: VerdictStore, clock: Clock) -> None:
 
 
 def test_no_secret_in_status(store: VerdictStore, clock: Clock, tmp_path: Path) -> None:
-    from galera_health.cli import describe as describe_settings
+    from galera_health.config import describe as describe_settings
     from galera_health.config import load_settings
 
     secret = tmp_path / "password"
@@ -186,3 +210,8 @@ def test_status_page_is_self_contained(client: FlaskClient) -> None:
     assert "document.write" not in page
     head = client.head("/", headers={"Accept": "text/html"})
     assert head.status_code == 503 and head.headers["Content-Length"] == str(len(response.data))
+    # the states its script colours are states the agent can report (a typo mypy cannot see)
+    wait = re.search(r"var WAIT = \{(.*?)\};", page, re.DOTALL)
+    assert wait is not None
+    named = set(re.findall(r"(\w+): 1", wait.group(1))) | {"synced"}
+    assert named and named <= set(get_args(State)), named - set(get_args(State))
