@@ -12,7 +12,8 @@ import ssl
 from mysql.connector import errors as myerrors
 
 from galera_health.config import Credentials, NodeAddress, Timeouts
-from galera_health.probe import NodeProbe, classify_error
+from galera_health.probe import NodeProbe
+from galera_health.session import classify_error
 from galera_health.verdict import ProbeError, Snapshot
 
 from .conftest import Clock
