@@ -15,11 +15,10 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, TypeVar
 
-import mysql.connector
 from mysql.connector import errorcode
 from mysql.connector import errors as myerrors
 
-from .config import LEASE_STATEMENT_TIMEOUT, NodeSettings, Timeouts
+from .config import LEASE_STATEMENT_TIMEOUT, Credentials, NodeAddress, NodeSettings, Timeouts
 from .lease import (
     Acquire,
     Failure,
@@ -33,15 +32,7 @@ from .lease import (
     RequestHandover,
     Step,
 )
-from .probe import (
-    Connector,
-    backoff_delay,
-    backoff_kinds,
-    classify_error,
-    connect_arguments,
-    first_line,
-    shutdown_quietly,
-)
+from .session import Connector, Session, classify_error, first_line, server_side
 
 T = TypeVar("T")
 
@@ -146,7 +137,9 @@ def lease_timeouts(timeouts: Timeouts) -> Timeouts:
 
 
 def classify(exc: BaseException, user: str, timeouts: Timeouts, connecting: bool) -> Failure:
-    """One line per cause; a missing grant names the statement that fixes it."""
+    """One line per cause; a missing grant names the statement that fixes it. The lease's own
+    errors first (grants, certification, ...), then session.classify_error's, reworded for
+    the writer account and the lease deadline."""
     errno = getattr(exc, "errno", None) or 0
     if isinstance(exc, myerrors.Error) and errno in NO_GRANT:
         grants = "; ".join(f"GRANT {grant} TO '{user}'@'<host>'" for grant in GRANTS)
@@ -173,16 +166,9 @@ def classify(exc: BaseException, user: str, timeouts: Timeouts, connecting: bool
     return Failure(error.kind, first_line(error.detail))
 
 
-def server_side(exc: BaseException) -> bool:
-    """An error the server answered with: the connection is still in step and can be kept.
-    Anything else (a timeout, a lost socket) may have poisoned it: it is thrown away."""
-    errno = getattr(exc, "errno", None) or 0
-    return isinstance(exc, myerrors.DatabaseError) and 1000 <= errno < 2000
-
-
 class LeaseClient:
-    """Runs the steps of lease.py over the node's lease connection. Not thread-safe on purpose:
-    only the node's lease job uses it."""
+    """Runs the steps of lease.py over the node's lease session (the writer account, the lease
+    deadlines). Not thread-safe on purpose: only the node's lease job uses it."""
 
     def __init__(
         self,
@@ -190,65 +176,68 @@ class LeaseClient:
         connector: Connector | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.address = node.address
-        self.credentials = node.writer_credentials
-        self.tls = node.tls
-        self.priority = node.writer_priority
-        self.timeouts = lease_timeouts(node.timeouts)
-        self.backoff_max = node.backoff_max
-        self.interval = node.writer_interval
-        self.validity = node.writer_validity
-        self._connector: Connector = connector or mysql.connector.connect
-        self._clock = clock
-        self._connection: Any = None
-        self._cursor: Any = None
-        self.identity: Identity | None = None
-        self._retry_at = 0.0
-        self._failures_in_backoff = 0
-        self._last_failure: Failure | None = None
-
-    def _open(self) -> None:
-        connection = self._connector(
-            **connect_arguments(self.address, self.credentials, self.timeouts, self.tls)
+        self.session = Session(
+            node.address,
+            node.writer_credentials,
+            lease_timeouts(node.timeouts),
+            node.tls,
+            node.writer_interval,
+            node.backoff_max,
+            connector,
+            clock,
         )
-        try:
-            cursor = connection.cursor()
-            cursor.execute(
-                "SET SESSION wsrep_sync_wait = 0, innodb_lock_wait_timeout = 1, "
-                f"max_statement_time = {self.timeouts.statement:g}"
-            )
-            cursor.execute(IDENTITY)
-            row = cursor.fetchone()
-        except BaseException:
-            connection.shutdown()
-            raise
+        self.priority = node.writer_priority
+        self.validity = node.writer_validity
+        self.identity: Identity | None = None
+        self._last_failure: Failure | None = None  # the refused login a backoff waits out
+
+    @property
+    def address(self) -> NodeAddress:
+        return self.session.address
+
+    @property
+    def credentials(self) -> Credentials:
+        return self.session.credentials
+
+    @property
+    def timeouts(self) -> Timeouts:
+        return self.session.timeouts
+
+    @property
+    def interval(self) -> float:
+        return self.session.interval
+
+    def _setup(self, cursor: Any) -> Identity:
+        cursor.execute(
+            "SET SESSION wsrep_sync_wait = 0, innodb_lock_wait_timeout = 1, "
+            f"max_statement_time = {self.timeouts.statement:g}"
+        )
+        cursor.execute(IDENTITY)
+        row = cursor.fetchone()
         name, gcomm = (str(v) if v is not None else "" for v in (row or (None, None)))
         if not gcomm:
-            connection.shutdown()
             raise myerrors.InterfaceError("the node has no Galera identity (wsrep_gcomm_uuid)")
-        self.identity = Identity(
+        return Identity(
             name or self.address.name, gcomm, self.priority, round(self.validity * 1000)
         )
-        self._connection, self._cursor = connection, cursor
 
     def connect(self) -> Identity | Failure:
         """The node's identity over a working connection, or why there is none."""
-        now = self._clock()
-        if self._last_failure is not None and now < self._retry_at:
+        if self._last_failure is not None and self.session.retry_in() is not None:
             return self._last_failure
-        if self._cursor is not None and self.identity is not None:
+        if self.session.connected and self.identity is not None:
             return self.identity
         try:
-            self._open()
+            self.identity = self.session.open(self._setup)
         except Exception as exc:
             return self._failed(exc, connecting=True)
-        assert self.identity is not None
-        self._failures_in_backoff, self._last_failure = 0, None
+        self.session.note_success()
+        self._last_failure = None
         return self.identity
 
     def run(self, step: Step) -> Outcome:
         """One step as one statement; never raises."""
-        if self._cursor is None or self.identity is None:
+        if not self.session.connected or self.identity is None:
             found = self.connect()
             if isinstance(found, Failure):
                 return found
@@ -264,12 +253,12 @@ class LeaseClient:
         if isinstance(found, Failure):
             return found
         try:
-            return work(self._cursor)
+            return work(self.session.cursor)
         except Exception as exc:
             return self._failed(exc, connecting=False)
 
     def _execute(self, step: Step) -> Outcome:
-        me, cursor = self.identity, self._cursor
+        me, cursor = self.identity, self.session.cursor
         assert me is not None
         if isinstance(step, Read):
             return self._read(cursor)
@@ -329,16 +318,12 @@ class LeaseClient:
         failure = classify(exc, self.credentials.user, self.timeouts, connecting)
         if connecting or not server_side(exc):
             self.discard()
-        if failure.kind in backoff_kinds():
-            self._failures_in_backoff += 1
-            delay = backoff_delay(self._failures_in_backoff, self.interval, self.backoff_max)
-            self._retry_at = self._clock() + delay
+        if self.session.note_failure(failure.kind):
             self._last_failure = replace(failure, detail=f"{failure.detail} (retrying later)")
         return failure
 
     def discard(self) -> None:
         """Close without COM_QUIT: a stalled socket must not block the lease job again."""
-        connection, self._connection, self._cursor = self._connection, None, None
-        shutdown_quietly(connection)
+        self.session.discard()
 
     close = discard

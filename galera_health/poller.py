@@ -284,6 +284,76 @@ class LeaseRunner:
         )
 
 
+class NodeRuntime:
+    """One watched node: its health poll (NodePoller, over its probe's session) and, with
+    --writer, its lease (LeaseRunner, over its LeaseClient's session), each with its job, both
+    built from one NodeSettings (`built`). A reload that changes any of it replaces the whole
+    object (docs/architecture.md, "Reloads: one runtime per node")."""
+
+    def __init__(self, built: NodeSettings, poll: NodePoller, lease: LeaseRunner | None) -> None:
+        self.built = built
+        self.poll = poll
+        self.lease = lease
+
+    @property
+    def name(self) -> str:
+        return self.poll.name
+
+    def schedule(self, scheduler: BackgroundScheduler) -> None:
+        """Its jobs, the first runs now: the poll every interval, the lease job beside it."""
+        interval = self.built.interval
+        scheduler.add_job(
+            self.poll.run_once,
+            IntervalTrigger(seconds=interval),
+            id=self.name,
+            name=f"poll {self.name}",
+            next_run_time=datetime.now(timezone.utc),
+            replace_existing=True,
+        )
+        if self.lease is not None:
+            scheduler.add_job(
+                self.lease.job,
+                IntervalTrigger(seconds=interval),
+                id=LEASE_JOB + self.name,
+                name=f"writer lease {self.name}",
+                next_run_time=datetime.now(timezone.utc),
+                replace_existing=True,
+            )
+
+    def retire(self, scheduler: BackgroundScheduler) -> None:
+        """End it: both jobs removed, both connections closed (by the job itself when it is
+        running now: it publishes nothing more)."""
+        self.poll.retired = True
+        with contextlib.suppress(JobLookupError):
+            scheduler.remove_job(self.name)
+        if self.lease is not None:
+            self.lease.retired = True
+            with contextlib.suppress(JobLookupError):
+                scheduler.remove_job(LEASE_JOB + self.name)
+            if self.lease.running_since is None:
+                self.lease.client.close()
+        if self.poll.running_since is None:
+            self.poll.probe.close()
+
+    def close_idle(self) -> None:
+        """At stop: close the connections no job is using right now."""
+        if self.poll.running_since is None:
+            self.poll.probe.close()
+        if self.lease is not None and self.lease.running_since is None:
+            self.lease.client.close()
+
+    def stuck(self, now: float, after: float, lease: bool = False) -> str | None:
+        """Its health poll (or lease poll) when it has been running for longer than `after`."""
+        if lease:
+            started = self.lease.running_since if self.lease is not None else None
+            what = "lease poll"
+        else:
+            started, what = self.poll.running_since, "poll"
+        if started is None or now - started <= after:
+            return None
+        return f"{self.name} {what} running for {now - started:.0f} s"
+
+
 HOUSEKEEPING_SECONDS = 0.25
 # The datadir is read once a second (three small files): a --wsrep-recover result shows on
 # /recovery within about a second. The peers are asked every 2 s, each within its timeout.
@@ -307,11 +377,7 @@ class Poller:
         self.store = store
         self._probe_factory = probe_factory
         self._reload_settings = reload_settings
-        # One runtime per watched node: its health poll and its lease (with --writer), each with
-        # its connection and job, built from one NodeSettings (built_from) and replaced together.
-        self.nodes: dict[str, NodePoller] = {}
-        self.leases: dict[str, LeaseRunner] = {}
-        self.built_from: dict[str, NodeSettings] = {}
+        self.runtimes: dict[str, NodeRuntime] = {}  # one per watched node
         self.stats_by_node: dict[str, PollStats] = {}  # the same dict for the life of the agent
         if settings.writer:
             store.enable_writer(settings.writer_validity)
@@ -332,7 +398,7 @@ class Poller:
     def policy(self) -> Policy:
         return self.settings.policy
 
-    def _add_node(self, address: NodeAddress, stats: PollStats | None = None) -> NodePoller:
+    def _add_node(self, address: NodeAddress, stats: PollStats | None = None) -> NodeRuntime:
         """The node's runtime, built from its NodeSettings alone."""
         built = self.settings.node(address)
         node = NodePoller(
@@ -343,11 +409,9 @@ class Poller:
             stats=stats,
         )
         node.kill_sessions_after = self._kill_after(self.settings)
-        self.nodes[address.name] = node
-        self.stats_by_node[address.name] = node.stats
-        self.built_from[address.name] = built
+        runner = None
         if built.writer:
-            runner = self.leases[address.name] = LeaseRunner(
+            runner = LeaseRunner(
                 address.name,
                 LeaseClient(built),
                 self.store,
@@ -356,7 +420,9 @@ class Poller:
                 built.interval,
             )
             runner.closer = self._closer(runner, self.settings)
-        return node
+        runtime = self.runtimes[address.name] = NodeRuntime(built, node, runner)
+        self.stats_by_node[address.name] = node.stats
+        return runtime
 
     def _closer(self, runner: LeaseRunner, settings: Settings) -> SessionCloser:
         """writer_users: kept across a reload of these two settings (its clock and counts)."""
@@ -364,56 +430,23 @@ class Poller:
         closer.users, closer.grace = settings.writer_users, settings.writer_kill_grace
         return closer
 
-    def _retire(self, name: str) -> None:
-        """End a node's runtime: both jobs removed, both connections closed (by the job itself
-        when it is running now: it publishes nothing more)."""
-        self.built_from.pop(name, None)
-        node = self.nodes.pop(name)
-        node.retired = True
-        with contextlib.suppress(JobLookupError):
-            self._scheduler.remove_job(name)
-        runner = self.leases.pop(name, None)
-        if runner is not None:
-            runner.retired = True
-            with contextlib.suppress(JobLookupError):
-                self._scheduler.remove_job(LEASE_JOB + name)
-            if runner.running_since is None:
-                runner.client.close()
-        if node.running_since is None:
-            node.probe.close()
+    def _retire(self, name: str) -> NodeRuntime:
+        """End a node's runtime (NodeRuntime.retire) and forget it."""
+        runtime = self.runtimes.pop(name)
+        runtime.retire(self._scheduler)
+        return runtime
 
     @staticmethod
     def _kill_after(settings: Settings) -> float | None:
         return settings.kill_sessions_after if settings.kill_sessions else None
-
-    def _schedule(self, node: NodePoller) -> None:
-        interval = self.built_from[node.name].interval
-        self._scheduler.add_job(
-            node.run_once,
-            IntervalTrigger(seconds=interval),
-            id=node.name,
-            name=f"poll {node.name}",
-            next_run_time=datetime.now(timezone.utc),
-            replace_existing=True,
-        )
-        runner = self.leases.get(node.name)
-        if runner is not None:
-            self._scheduler.add_job(
-                runner.job,
-                IntervalTrigger(seconds=interval),
-                id=LEASE_JOB + node.name,
-                name=f"writer lease {node.name}",
-                next_run_time=datetime.now(timezone.utc),
-                replace_existing=True,
-            )
 
     def start(self) -> None:
         # "skipped: maximum number of running instances reached" once per tick of a hung poll
         # is noise: we count skipped runs instead and log a stuck poll once (housekeeping).
         for name in ("apscheduler.scheduler", "apscheduler.executors.default"):
             logging.getLogger(name).setLevel(logging.ERROR)
-        for node in self.nodes.values():
-            self._schedule(node)
+        for runtime in self.runtimes.values():
+            runtime.schedule(self._scheduler)
         self._scheduler.add_job(
             self.housekeeping,
             IntervalTrigger(seconds=HOUSEKEEPING_SECONDS),
@@ -438,12 +471,8 @@ class Poller:
     def stop(self) -> None:
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
-        for node in self.nodes.values():
-            if node.running_since is None:
-                node.probe.close()
-        for runner in self.leases.values():
-            if runner.running_since is None:
-                runner.client.close()
+        for runtime in self.runtimes.values():
+            runtime.close_idle()
 
     def stats(self) -> dict[str, PollStats]:
         return self.stats_by_node
@@ -451,9 +480,9 @@ class Poller:
     def _on_skipped(self, event: JobExecutionEvent) -> None:
         if event.job_id.startswith(LEASE_JOB):
             return
-        node = self.nodes.get(event.job_id)
-        if node is not None:
-            node.stats.note_skipped()
+        runtime = self.runtimes.get(event.job_id)
+        if runtime is not None:
+            runtime.poll.stats.note_skipped()
 
     # --- housekeeping: maintenance files, reloads, stuck polls ---------------------------
 
@@ -568,32 +597,32 @@ class Poller:
         self.settings = new
         self._config_mtime = self._mtime(new.config_path)
         wanted = {address.name: address for address in new.nodes}
-        for name in [n for n in self.nodes if n not in wanted]:
+        for name in [n for n in self.runtimes if n not in wanted]:
             self._retire(name)
             self.stats_by_node.pop(name, None)
         self.store.reconfigure(wanted, new.max_age, new.healthy_max_age)
         if new.writer:
             self.store.enable_writer(new.writer_validity)
         for name, address in wanted.items():
-            kept = self.nodes.get(name)
+            kept = self.runtimes.get(name)
             stats = None
-            if kept is not None and new.node(address) != self.built_from[name]:
+            if kept is not None and new.node(address) != kept.built:
                 # Anything its connections were built from changed (address, credentials, TLS,
                 # deadlines, interval): a new runtime, both connections at once, and its lease
                 # proven again before this node answers /writer 200 (the row still names it
                 # when it is the same node).
-                stats = kept.stats
+                stats = kept.poll.stats
                 self._retire(name)
                 if new.writer:
                     self.store.publish_lease(LeaseState(name))
                 kept = None
             if kept is None:
-                self._schedule(self._add_node(address, stats))
+                self._add_node(address, stats).schedule(self._scheduler)
                 continue
-            kept.policy = new.policy
-            kept.kill_sessions_after = self._kill_after(new)
-            if name in self.leases:
-                self._closer(self.leases[name], new)
+            kept.poll.policy = new.policy
+            kept.poll.kill_sessions_after = self._kill_after(new)
+            if kept.lease is not None:
+                self._closer(kept.lease, new)
         self.apply_maintenance()
         log.info(
             "config reloaded (nodes: %s)",
@@ -604,8 +633,8 @@ class Poller:
 
     def _log_stuck(self) -> None:
         now = time.monotonic()
-        for name, node in list(self.nodes.items()):
-            started = node.running_since
+        for name, runtime in list(self.runtimes.items()):
+            started = runtime.poll.running_since
             stuck = started is not None and now - started > self.settings.stuck_after
             if stuck and name not in self._stuck_logged:
                 self._stuck_logged.add(name)
@@ -625,15 +654,9 @@ class Poller:
         if not self._scheduler.running:
             return False, "poller stopped"
         now = time.monotonic()
-        stuck = []
-        for name, node in list(self.nodes.items()):
-            started = node.running_since
-            if started is not None and now - started > self.settings.stuck_after:
-                stuck.append(f"{name} poll running for {now - started:.0f} s")
-        for name, runner in list(self.leases.items()):
-            started = runner.running_since
-            if started is not None and now - started > self.settings.stuck_after:
-                stuck.append(f"{name} lease poll running for {now - started:.0f} s")
+        runtimes, after = list(self.runtimes.values()), self.settings.stuck_after
+        stuck = [line for r in runtimes if (line := r.stuck(now, after)) is not None]
+        stuck += [line for r in runtimes if (line := r.stuck(now, after, lease=True)) is not None]
         if stuck:
             return False, "poller stuck: " + "; ".join(stuck)
         return True, "ok"

@@ -132,7 +132,7 @@ def test_hung_poll_turns_stale_and_livez_stays_truthful(
     status, body, _ = get(port, "/livez")
     assert status == 503 and body.startswith("poller stuck: n1 poll running for"), body
     # ... while no second poll of the node was ever started beside the hung one.
-    assert poller.nodes["n1"].stats.counts().skipped > 0
+    assert poller.runtimes["n1"].poll.stats.counts().skipped > 0
     release.set()
     deadline = time.monotonic() + 5
     while get(port, "/livez")[0] != 200:

@@ -54,8 +54,8 @@ class Probes:
 
 
 def poll_all(poller: Poller) -> None:
-    for node in list(poller.nodes.values()):
-        node.run_once()
+    for runtime in list(poller.runtimes.values()):
+        runtime.poll.run_once()
 
 
 def wait_until(condition: Callable[[], bool], what: str, limit: float = 30.0) -> None:
@@ -223,28 +223,29 @@ def test_reload_keeps_verdicts_of_nodes_that_stay_and_applies_the_rest(
     store = poller.store
     kept = store.latest("n2")
     stats = poller.stats()
-    runtime = poller.nodes["n2"]
+    runtime = poller.runtimes["n2"]
 
     wanted[0] = settings("n2=h2", "n3=h3", rise=2, max_age=9.0)
     assert poller.reload()
     assert store.nodes == ("n2", "n3")
-    assert store.latest("n1") is None and "n1" not in poller.nodes and "n1" not in stats
+    assert store.latest("n1") is None and "n1" not in poller.runtimes and "n1" not in stats
     assert probes.of("n1")[0].closed  # a removed node's connection is closed
     assert store.latest("n2") is kept and store.max_age == 9.0
     assert store.healthy_max_age == wanted[0].healthy_max_age
     assert store.view("n3").state == "starting"
-    assert poller.policy.rise == 2 and poller.nodes["n2"].policy.rise == 2
-    assert poller.nodes["n2"] is runtime  # same address and connection settings: kept
+    assert poller.policy.rise == 2 and poller.runtimes["n2"].poll.policy.rise == 2
+    assert poller.runtimes["n2"] is runtime  # same address and connection settings: kept
     assert stats is poller.stats() and set(stats) == {"n2", "n3"}
     assert "config reloaded (nodes: n2=h2:3306, n3=h3:3306)" in caplog.text
 
     wanted[0] = settings("n2=h2:3307", "n3=h3", rise=2, max_age=9.0)  # n2 moved
     assert poller.reload()
-    replacement = poller.nodes["n2"]
-    assert replacement is not runtime and runtime.retired and probes.of("n2")[0].closed
-    assert probes.addresses["n2"].port == 3307 and replacement.probe is probes.of("n2")[1]
-    assert replacement.stats is stats["n2"] and store.latest("n2") is kept  # history kept
-    replacement.run_once()
+    replacement = poller.runtimes["n2"]
+    assert replacement is not runtime and runtime.poll.retired and probes.of("n2")[0].closed
+    assert probes.addresses["n2"].port == 3307 and replacement.poll.probe is probes.of("n2")[1]
+    assert replacement.built.address.port == 3307 and replacement.lease is None
+    assert replacement.poll.stats is stats["n2"] and store.latest("n2") is kept  # history kept
+    replacement.poll.run_once()
     assert probes.of("n2")[1].polls == 1
 
 
@@ -307,7 +308,8 @@ def test_sighup_and_a_changed_config_file_reload_in_the_running_scheduler(tmp_pa
         wait_until(lambda: poller.store.nodes == ("n1", "n2"), "a reload on the file change")
         wait_until(lambda: poller.store.view("n2").state == "synced", "the new node's poll")
         assert poller.settings.interval == 30.0
-        assert poller.nodes["n1"].probe is probes.of("n1")[1]  # interval changed: a new runtime
+        # the interval changed: a new runtime
+        assert poller.runtimes["n1"].poll.probe is probes.of("n1")[1]
         assert probes.of("n1")[0].closed
 
         # the same mtime as before, so only the request below reloads
@@ -341,14 +343,16 @@ def test_a_reload_replaces_a_nodes_lease_with_its_health_poll_and_the_store_foll
     store = VerdictStore(["n1", "n2"], first.max_age, healthy_max_age=first.healthy_max_age)
     probes = Probes()
     poller = Poller(first, store, probes, reload_settings=lambda: wanted[0])
-    lease, node = poller.leases["n1"], poller.nodes["n1"]
+    runtime = poller.runtimes["n1"]
+    lease, node = runtime.lease, runtime.poll
+    assert lease is not None
     assert lease.client.address.host == "h1" and lease.client.credentials.user == "health"
     held = LeaseState("n1", WRITER, row=LeaseRow("n1", "u1", epoch=1), holding=1, renewed_at=0.0)
     store.publish_lease(held)
 
     wanted[0] = settings("n1=h1", "n2=h2", writer="true", rise="2")  # the policy only
     assert poller.reload()
-    assert poller.leases["n1"] is lease and poller.nodes["n1"] is node
+    assert poller.runtimes["n1"] is runtime and runtime.lease is lease
     assert store.writer_view("n1").lease is held
 
     changes: list[dict[str, Any]] = [
@@ -361,13 +365,15 @@ def test_a_reload_replaces_a_nodes_lease_with_its_health_poll_and_the_store_foll
             {"nodes": ["n1=h1", "n2=h2"], "user": "health", "writer": "true", **change}, {}
         )
         assert poller.reload()
-        new_lease, new_node = poller.leases["n1"], poller.nodes["n1"]
-        assert new_lease is not lease and new_node is not node, change
+        new = poller.runtimes["n1"]
+        new_lease, new_node = new.lease, new.poll
+        assert new is not runtime and new_lease is not None and new_lease is not lease, change
+        assert new_node is not node and new.built == poller.settings.node(new.built.address)
         assert lease.retired and node.retired
         assert new_lease.client.address == probes.addresses["n1"]
         assert new_node.probe is probes.of("n1")[-1]
         assert store.writer_view("n1").lease == LeaseState("n1")  # proven again before a 200
-        lease, node = new_lease, new_node
+        runtime, lease, node = new, new_lease, new_node
     assert lease.client.interval == 2.0 and lease.period == 2.0 and lease.tick == 2.0
     assert lease.client.credentials.user == "health"  # the last change dropped writer_user
     assert lease.client.validity == 3.5 and store.writer_enabled
@@ -439,7 +445,9 @@ def test_livez_reports_a_stuck_lease_poll() -> None:
 
     first = settings("n1=h1", writer="true", stuck_after="1")
     poller = Poller(first, VerdictStore(["n1"], first.max_age), Probes())
-    poller.leases["n1"].client = HungClient()  # type: ignore[assignment]
+    lease = poller.runtimes["n1"].lease
+    assert lease is not None
+    lease.client = HungClient()  # type: ignore[assignment]
     poller.start()
     try:
         wait_until(lambda: not poller.liveness()[0], "the stuck lease poll reported", 15)

@@ -12,7 +12,8 @@ import ssl
 from mysql.connector import errors as myerrors
 
 from galera_health.config import Credentials, NodeAddress, Timeouts
-from galera_health.probe import NodeProbe, classify_error
+from galera_health.probe import NodeProbe
+from galera_health.session import classify_error
 from galera_health.verdict import ProbeError, Snapshot
 
 from .conftest import Clock
@@ -92,6 +93,28 @@ def test_access_denied_backs_off_capped() -> None:
     driver.refuse = None
     clock.now = 1000.0
     assert isinstance(probe.poll(), Snapshot)
+
+
+def test_the_lease_client_backs_off_by_the_same_session_rule() -> None:
+    """The lease's connection is a session too: refused logins back off as the probe's do,
+    named for the writer account, and a wait costs no login."""
+    from galera_health.config import load_settings
+    from galera_health.lease import Failure
+    from galera_health.lease_sql import LeaseClient
+
+    settings = load_settings({"nodes": ["n1=h1"], "user": "health", "writer": "true"}, {})
+    driver, clock = StubDriver(), Clock(0.0)
+    driver.refuse = myerrors.ProgrammingError(errno=1045, msg="Access denied for user 'health'")
+    client = LeaseClient(settings.node(settings.nodes[0]), connector=driver, clock=clock)
+    attempts = 0
+    for tick in range(200):
+        clock.now = float(tick)
+        found = client.connect()
+        assert isinstance(found, Failure) and found.kind == "access_denied"
+        assert "the writer account 'health' was refused" in found.detail
+        attempts += "retrying later" not in found.detail
+    assert 6 <= attempts <= 12  # 2, 4, 8, 16, 30, 30, ... seconds apart, as the probe's
+    assert driver.arguments["read_timeout"] == 1 and driver.arguments["user"] == "health"
 
 
 def test_error_names() -> None:
