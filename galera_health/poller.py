@@ -2,7 +2,8 @@
 
 The poll job is the only place where probe (I/O), evaluate (pure) and store (swap) meet. Every
 change of a node's state is logged by log_transition below: the poll job's, housekeeping's
-(maintenance) and the SIGTERM drain's (service.Agent.drain), each once, from the transitions the store returns.
+(maintenance) and the SIGTERM drain's (service.Agent.drain), each once, from the transitions
+the store returns.
 """
 
 from __future__ import annotations
