@@ -23,9 +23,9 @@ per move (--moves): --warm s of traffic, then the move on the node that is the w
 
 Hold --hold s from the action, restore, wait until the cluster is whole. Figures from the action
 to the end of the hold: failed transactions (by error), the 1213 hot-row conflicts, commits on
-the old writer and when the last came, when the last failure came; when another agent first
-answered /writer 200 (sampled every 100 ms), when HAProxy had the old writer out and the new one
-in (its stats socket, every 50 ms), and when `writer handover` returned.
+the old writer and when the last came, when the last failure came; when the old writer's agent
+first answered /writer 503 and another's 200 (sampled every 100 ms), when HAProxy had the old
+writer out and the new one in (its stats socket, every 50 ms), when `writer handover` returned.
 
 Needs root (a 3-node test bed) and /usr/sbin/haproxy.
 Usage: python bench/writer_kill.py [--moves handover,maintenance,freeze] [--kill on] [--rounds 3]
@@ -82,6 +82,13 @@ class WriterSamples:
             self.samples.append((at, found))
             self._stop.wait(max(0.0, 0.1 - (time.monotonic() - at)))
 
+    def old_out(self, old: str, since: float) -> float | None:
+        """Seconds from `since` to the first sample without a 200 on `old`."""
+        for at, found in self.samples:
+            if at >= since and old not in found:
+                return at - since
+        return None
+
     def new_writer(self, old: str, since: float) -> float | None:
         """Seconds from `since` to the first sample with a 200 on another node."""
         for at, found in self.samples:
@@ -115,6 +122,7 @@ class Figures:
     last_failure: float | None
     on_old: int
     last_on_old: float | None
+    old_out: float | None
     new_writer: float | None
     lb_out: float | None
     lb_in: float | None
@@ -180,6 +188,7 @@ def measure(
         last_failure=max(failed_at) if failed_at else None,
         on_old=len(on_old),
         last_on_old=max(on_old) if on_old else None,
+        old_out=samples.old_out(old, acted),
         new_writer=samples.new_writer(old, acted),
         lb_out=out,
         lb_in=new,
@@ -268,7 +277,7 @@ def main() -> int:
                 "last failure",
                 "commits on the old writer",
                 "last of them",
-                "another /writer 200",
+                "/writer: old 503 / another 200",
                 "HAProxy: old out / new in",
                 "handover returned",
             ],
@@ -284,7 +293,7 @@ def main() -> int:
                     seconds(f.last_failure),
                     str(f.on_old),
                     seconds(f.last_on_old),
-                    seconds(f.new_writer),
+                    f"{seconds(f.old_out)} / {seconds(f.new_writer)}",
                     f"{seconds(f.lb_out)} / {seconds(f.lb_in)}",
                     seconds(f.handover),
                 ]
