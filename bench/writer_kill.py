@@ -23,9 +23,10 @@ per move (--moves): --warm s of traffic, then the move on the node that is the w
 
 Hold --hold s from the action, restore, wait until the cluster is whole. Figures from the action
 to the end of the hold: failed transactions (by error), the 1213 hot-row conflicts, commits on
-the old writer and when the last came, when the last failure came; when the old writer's agent
-first answered /writer 503 and another's 200 (sampled every 100 ms), when HAProxy had the old
-writer out and the new one in (its stats socket, every 50 ms), when `writer handover` returned.
+the old writer and when the last came, when the last failure came, the longest stretch without a
+commit; when the old writer's agent first answered /writer 503 and another's 200 (sampled every
+100 ms), when HAProxy had the old writer out and the new one in (its stats socket, every 50 ms),
+when `writer handover` returned.
 
 Needs root (a 3-node test bed) and /usr/sbin/haproxy.
 Usage: python bench/writer_kill.py [--moves handover,maintenance,freeze] [--kill on] [--rounds 3]
@@ -35,7 +36,9 @@ Usage: python bench/writer_kill.py [--moves handover,maintenance,freeze] [--kill
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
+import statistics
 import sys
 import threading
 import time
@@ -122,6 +125,7 @@ class Figures:
     last_failure: float | None
     on_old: int
     last_on_old: float | None
+    gap: float  # the longest stretch without a commit
     old_out: float | None
     new_writer: float | None
     lb_out: float | None
@@ -180,6 +184,7 @@ def measure(
     failed_at = [r.ended - acted for r in window if not r.ok]
     on_old = [r.ended - acted for r in window if r.ok and r.node == old]
     out, new = haproxy_times(lb, old, acted)
+    commits = sorted(r.ended for r in window if r.ok)
     return Figures(
         committed=sum(1 for r in window if r.ok),
         failed=sum(errors.values()),
@@ -188,6 +193,7 @@ def measure(
         last_failure=max(failed_at) if failed_at else None,
         on_old=len(on_old),
         last_on_old=max(on_old) if on_old else None,
+        gap=max(b - a for a, b in itertools.pairwise([acted, *commits, ended])),
         old_out=samples.old_out(old, acted),
         new_writer=samples.new_writer(old, acted),
         lb_out=out,
@@ -201,7 +207,7 @@ def spread(values: Sequence[float | None], digits: int = 1) -> str:
     known = [v for v in values if v is not None]
     if not known:
         return "-"
-    text = _common.fmt(_common.median(known), digits)
+    text = _common.fmt(statistics.median(known), digits)
     if len(known) > 1:
         text += f" ({_common.fmt(min(known), digits)}-{_common.fmt(max(known), digits)})"
     return text + ("" if len(known) == len(values) else f" [{len(values) - len(known)} none]")
@@ -277,6 +283,7 @@ def main() -> int:
                 "last failure",
                 "commits on the old writer",
                 "last of them",
+                "longest without a commit",
                 "/writer: old 503 / another 200",
                 "HAProxy: old out / new in",
                 "handover returned",
@@ -293,6 +300,7 @@ def main() -> int:
                     seconds(f.last_failure),
                     str(f.on_old),
                     seconds(f.last_on_old),
+                    seconds(f.gap),
                     f"{seconds(f.old_out)} / {seconds(f.new_writer)}",
                     f"{seconds(f.lb_out)} / {seconds(f.lb_in)}",
                     seconds(f.handover),
@@ -316,6 +324,7 @@ def main() -> int:
                     spread([f.last_failure for f in mine]),
                     spread([float(f.on_old) for f in mine], 0),
                     spread([f.last_on_old for f in mine]),
+                    spread([f.gap for f in mine]),
                 ]
             )
     print(
@@ -329,6 +338,7 @@ def main() -> int:
                 "last failure (s)",
                 "commits on the old writer",
                 "last of them (s)",
+                "longest without a commit (s)",
             ],
             summary,
         )
