@@ -171,7 +171,7 @@ def main() -> int:
         try:
             agents.start_all()
             with HAProxy(listeners) as lb:
-                lb.wait_all_up(timeout=60)
+                whole()  # the read rule's servers all UP (the write rule has one)
                 agents.writer()
                 print(
                     f"\n1. {args.workers} workers, a new connection per transaction, each "
