@@ -131,6 +131,17 @@ class Figures:
     lb_out: float | None
     lb_in: float | None
     handover: float | None
+    killed: int | None  # sessions the old writer's agent killed during the hold
+    left_on_old: int  # pool connections still on the old writer at the end
+
+
+def killed_total(agents: _common.WriterAgents, name: str) -> int | None:
+    """The old writer's agent's count of killed sessions (/status), None when it has none."""
+    try:
+        document = agents.agents[name].status()
+        return int(document["nodes"][name]["writer"]["sessions"]["killed_total"])
+    except (AssertionError, KeyError, TypeError, ValueError):
+        return None
 
 
 def seconds(value: float | None) -> str:
@@ -162,6 +173,7 @@ def measure(
         Pool("127.0.0.1", port, *CLIENT, workers=args.churn, recycle=5).start(),
     ]
     handover_s: float | None = None
+    killed_before = killed_total(agents, old)
     with WriterSamples(agents) as samples:
         time.sleep(args.warm)
         acted = time.monotonic()
@@ -174,6 +186,7 @@ def measure(
             bed.node(old).freeze()
         time.sleep(max(0.0, acted + args.hold - time.monotonic()))
         ended = time.monotonic()
+        killed_after = killed_total(agents, old)
         if move == "maintenance":
             os.unlink(agents.maintenance_file(old))
         elif move == "freeze":
@@ -184,6 +197,20 @@ def measure(
     failed_at = [r.ended - acted for r in window if not r.ok]
     on_old = [r.ended - acted for r in window if r.ok and r.node == old]
     out, new = haproxy_times(lb, old, acted)
+    last: dict[tuple[int, int], PoolResult] = {}
+    for index, pool in enumerate(pools):
+        for r in pool.results():
+            last[(index, r.worker)] = r
+    left = sum(1 for r in last.values() if r.node == old)
+    killed = None
+    if killed_before is not None and killed_after is not None:
+        killed = killed_after - killed_before
+    if left and args.kill != "off":
+        lines = agents.agents[old].output().splitlines()
+        print(f"    {left} connection(s) left on {old}; its agent's writer lines:", flush=True)
+        for line in [x for x in lines if "writer" in x][-12:]:
+            print(f"      {line}")
+        print(f"    HAProxy: {[t for t in lb.transitions() if t.monotonic >= acted]}")
     commits = sorted(r.ended for r in window if r.ok)
     return Figures(
         committed=sum(1 for r in window if r.ok),
@@ -199,6 +226,8 @@ def measure(
         lb_out=out,
         lb_in=new,
         handover=handover_s,
+        killed=killed,
+        left_on_old=left,
     )
 
 
@@ -287,6 +316,7 @@ def main() -> int:
                 "/writer: old 503 / another 200",
                 "HAProxy: old out / new in",
                 "handover returned",
+                "killed / left on the old writer",
             ],
             [
                 [
@@ -304,6 +334,7 @@ def main() -> int:
                     f"{seconds(f.old_out)} / {seconds(f.new_writer)}",
                     f"{seconds(f.lb_out)} / {seconds(f.lb_in)}",
                     seconds(f.handover),
+                    f"{'-' if f.killed is None else f.killed} / {f.left_on_old}",
                 ]
                 for move, kill, number, f in rows
             ],
