@@ -153,6 +153,7 @@ def measure(
     agents: _common.WriterAgents,
     lb: HAProxy,
     args: argparse.Namespace,
+    kill: bool,
 ) -> Figures:
     """One move of the role under the pools' traffic; its figures."""
     bed = agents.bed
@@ -174,24 +175,28 @@ def measure(
     ]
     handover_s: float | None = None
     killed_before = killed_total(agents, old)
-    with WriterSamples(agents) as samples:
-        time.sleep(args.warm)
-        acted = time.monotonic()
-        if move == "handover":
-            target = next(n.name for n in bed.nodes if n.name != old)
-            handover_s = agents.handover(target)
-        elif move == "maintenance":
-            open(agents.maintenance_file(old), "w").close()
-        else:
-            bed.node(old).freeze()
-        time.sleep(max(0.0, acted + args.hold - time.monotonic()))
-        ended = time.monotonic()
-        killed_after = killed_total(agents, old)
-        if move == "maintenance":
-            os.unlink(agents.maintenance_file(old))
-        elif move == "freeze":
-            bed.node(old).thaw()
-        results: list[PoolResult] = [r for pool in pools for r in pool.stop()]
+    try:
+        with WriterSamples(agents) as samples:
+            time.sleep(args.warm)
+            acted = time.monotonic()
+            if move == "handover":
+                target = next(n.name for n in bed.nodes if n.name != old)
+                handover_s = agents.handover(target)
+            elif move == "maintenance":
+                open(agents.maintenance_file(old), "w").close()
+            else:
+                bed.node(old).freeze()
+            time.sleep(max(0.0, acted + args.hold - time.monotonic()))
+            ended = time.monotonic()
+            killed_after = killed_total(agents, old)
+            if move == "maintenance":
+                os.unlink(agents.maintenance_file(old))
+            elif move == "freeze":
+                bed.node(old).thaw()
+            results: list[PoolResult] = [r for pool in pools for r in pool.stop()]
+    finally:
+        for pool in pools:  # also when the move failed: no client thread outlives the round
+            pool.stop()
     window = [r for r in results if acted <= r.ended <= ended]
     errors = Counter(r.error for r in window if r.error is not None)
     failed_at = [r.ended - acted for r in window if not r.ok]
@@ -205,7 +210,7 @@ def measure(
     killed = None
     if killed_before is not None and killed_after is not None:
         killed = killed_after - killed_before
-    if left and args.kill != "off":
+    if left and kill:
         lines = agents.agents[old].output().splitlines()
         print(f"    {left} connection(s) left on {old}; its agent's writer lines:", flush=True)
         for line in [x for x in lines if "writer" in x][-12:]:
@@ -281,7 +286,7 @@ def main() -> int:
                     agents.start_all(kill_flags if kill else ())
                     for number in range(1, args.rounds + 1):
                         for move in moves:
-                            figures = measure(move, agents, lb, args)
+                            figures = measure(move, agents, lb, args, kill)
                             rows.append((move, kill, number, figures))
                             print(
                                 f"  {move} (kill {'on' if kill else 'off'}) round {number}: "
