@@ -16,6 +16,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,8 +25,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, ROOT)
 
-from galera_health.testbed import free_ports  # noqa: E402
+from galera_health.lease_sql import GRANTS  # noqa: E402
+from galera_health.testbed import GaleraTestbed, free_ports  # noqa: E402
 from testkit.agent import AgentProcess, ServerProcess  # noqa: E402
+from testkit.haproxy import Backend  # noqa: E402
 
 PYTHON = sys.executable
 BENCH = os.path.join(ROOT, "bench")
@@ -165,6 +168,124 @@ def get(port: int, path: str = "/health", timeout: float = 1.0) -> tuple[int, st
         return 0, ""
     finally:
         connection.close()
+
+
+# --------------------------------------------------------------------------- the writer's benches
+
+
+class WriterAgents:
+    """One `galera-health serve --writer` agent per test-bed node, for the benches that move the
+    writer role through a real HAProxy (writer_lb.py, writer_kill.py).
+
+    The monitor account polls; `writer_user` (created here with the lease's grants plus
+    `grants`) holds the lease. Each agent keeps its port across restarts (HAProxy's checks name
+    it) and has a state dir (its maintenance file). `extra` flags go to every agent and to
+    `writer handover`, which runs beside the target's agent with that agent's flags, as the
+    README's runbook says. Agents end by SIGINT at once (SIGTERM would drain for 11 s).
+    """
+
+    def __init__(
+        self, bed: GaleraTestbed, writer_user: str, grants: Sequence[str] = (), label: str = "w"
+    ) -> None:
+        bed.create_account(writer_user, (*GRANTS, *grants))
+        self.bed = bed
+        self.writer_user = writer_user
+        self.label = label
+        self.ports = {n.name: free_ports(1)[0] for n in bed.nodes}
+        self.state = {n.name: tempfile.mkdtemp(prefix=f"{label}-{n.name}-") for n in bed.nodes}
+        self.agents: dict[str, ServerProcess] = {}
+        self.extra: tuple[str, ...] = ()
+
+    def flags(self, name: str) -> list[str]:
+        """Node `name`'s agent settings, shared by `serve` and `writer handover`."""
+        node = self.bed.node(name)
+        return [
+            *("--listen", f"127.0.0.1:{self.ports[name]}", "--node", f"{name}={node.address()}"),
+            *("--user", self.bed.monitor_user, "--password-file", self.bed.password_file),
+            *("--writer", "--writer-user", self.writer_user),
+            *("--writer-password-file", self.bed.password_file, "--state-dir", self.state[name]),
+            *self.extra,
+        ]
+
+    def start(self, name: str) -> None:
+        command = [PYTHON, "-m", "galera_health", "serve", *self.flags(name)]
+        agent = ServerProcess(command, self.ports[name], name=f"{self.label}-{name}")
+        self.agents[name] = agent
+        agent.wait_for(lambda a: a.status in (200, 503), "/livez", timeout=20)
+
+    def start_all(self, extra: Sequence[str] = ()) -> None:
+        """(Re)start every agent with `extra` flags."""
+        self.stop_all()
+        self.extra = tuple(extra)
+        for node in self.bed.nodes:
+            self.start(node.name)
+
+    def stop(self, name: str) -> None:
+        agent = self.agents[name]
+        if agent.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(agent.pid, signal.SIGINT)
+        agent.stop()
+
+    def stop_all(self) -> None:
+        for name in self.agents:
+            self.stop(name)
+
+    def backends(self) -> list[Backend]:
+        return [
+            Backend(n.name, n.host, n.port, agent_port=self.ports[n.name]) for n in self.bed.nodes
+        ]
+
+    def maintenance_file(self, name: str) -> str:
+        return os.path.join(self.state[name], "maintenance")
+
+    def writer(self, other_than: str | None = None, timeout: float = 60.0) -> str:
+        """The one node whose agent answers /writer 200 (not `other_than`)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [n for n, a in self.agents.items() if get(a.port, "/writer")[0] == 200]
+            if len(found) == 1 and found[0] != other_than:
+                return found[0]
+            time.sleep(0.1)
+        raise RuntimeError(f"no single writer within {timeout:g} s")
+
+    def handover(self, target: str, timeout: float = 60.0) -> float:
+        """`galera-health writer handover --to target` beside its agent, with its flags; the
+        seconds until it returned 0 (RuntimeError with its line otherwise)."""
+        command = [PYTHON, "-m", "galera_health", "writer", "handover", "--to", target]
+        started = time.monotonic()
+        done = subprocess.run(
+            [*command, *self.flags(target)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"writer handover failed: {done.stderr.strip()}")
+        return time.monotonic() - started
+
+    def whole(self) -> None:
+        """Every node running, thawed, synced and in one component of all; every agent running
+        and /health 200."""
+        for node in self.bed.nodes:
+            if node.frozen:
+                node.thaw()
+            if not node.is_running():
+                node.start()
+        for node in self.bed.nodes:
+            node.wait_synced(timeout=180)
+        size = str(len(self.bed.nodes))
+        deadline = time.monotonic() + 120
+        while any(n.status("wsrep_cluster_size") != size for n in self.bed.nodes):
+            if time.monotonic() > deadline:
+                raise RuntimeError("cluster not whole")
+            time.sleep(0.25)
+        for name, agent in list(self.agents.items()):
+            if agent.process.poll() is not None:
+                self.stop(name)
+                self.start(name)
+            self.agents[name].wait_for(lambda a: a.status == 200, "/health", timeout=60)
 
 
 # --------------------------------------------------------------------------- wrk

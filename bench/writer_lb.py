@@ -5,7 +5,8 @@ Why: Galera certifies concurrent writes to the same rows from different nodes an
 one at commit (error 1213). Without a proxy, the LB can still send writes to one node at a time
 if exactly one agent answers 200 on /writer (issue 12). This measures what a client gets.
 
-Set-up: a 3-node test bed, one agent per node with --writer and otherwise default settings. One
+Set-up: a 3-node test bed, one agent per node with --writer and otherwise default settings
+(bench/_common.py's WriterAgents: the monitor account polls, a writer account holds the lease). One
 real HAProxy (testkit.haproxy: TCP mode, inter 1 s, fastinter 250 ms, fall 2, rise 2, retries 0, no
 redispatch, established sessions never cut) with two listeners over the same three nodes:
 `lb_health` checks `GET /health` (round robin over every usable node), `lb_writer` checks `GET
@@ -34,9 +35,7 @@ import itertools
 import os
 import random
 import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -45,10 +44,8 @@ from dataclasses import dataclass
 import _common
 import mysql.connector
 
-from galera_health.lease_sql import GRANTS
 from galera_health.testbed import GaleraTestbed
-from testkit.agent import ServerProcess
-from testkit.haproxy import Backend, HAProxy, Listener, free_port
+from testkit.haproxy import HAProxy, Listener, free_port
 
 CLIENT = ("hot_bench", "hot-bench-pw-5e1")
 AGENT_USER = "gh_writer"
@@ -146,7 +143,7 @@ def main() -> int:
     print(_common.machine_line())
     with GaleraTestbed(3) as bed:
         n1 = bed.nodes[0]
-        bed.create_account(AGENT_USER, GRANTS)
+        agents = _common.WriterAgents(bed, AGENT_USER, label="writer-lb")
         n1.sql(
             f"CREATE USER IF NOT EXISTS '{CLIENT[0]}'@'127.0.0.1' IDENTIFIED BY '{CLIENT[1]}';"
             f" GRANT ALL ON hot.* TO '{CLIENT[0]}'@'127.0.0.1';"
@@ -155,80 +152,14 @@ def main() -> int:
             " INSERT IGNORE INTO hot.rows VALUES "
             + ", ".join(f"({i}, 0)" for i in range(1, args.rows + 1))
         )
-        state = {n.name: tempfile.mkdtemp(prefix=f"writer-lb-{n.name}-") for n in bed.nodes}
-        agents: dict[str, ServerProcess] = {}
-
-        ports = {n.name: free_port() for n in bed.nodes}
-
-        def start_agent(name: str) -> None:
-            """The node's agent, always on the same port: HAProxy's checks name it."""
-            node = bed.node(name)
-            command = [_common.PYTHON, "-m", "galera_health", "serve"]
-            command += [
-                "--listen",
-                f"127.0.0.1:{ports[name]}",
-                "--node",
-                f"{name}={node.address()}",
-            ]
-            command += ["--user", AGENT_USER, "--password-file", bed.password_file]
-            command += ["--writer", "--state-dir", state[name]]
-            agents[name] = ServerProcess(command, ports[name], name=f"writer-{name}")
-            agents[name].wait_for(lambda a: a.status in (200, 503), "/livez", timeout=20)
-
-        def stop_agent(name: str) -> None:
-            """SIGINT ends the agent at once (SIGTERM would drain for 11 s)."""
-            agent = agents[name]
-            if agent.process.poll() is None:
-                os.kill(agent.pid, signal.SIGINT)
-            agent.stop()
-
-        def handover(name: str) -> None:
-            """`galera-health writer handover` beside the target's agent, with its flags."""
-            node = bed.node(name)
-            command = [_common.PYTHON, "-m", "galera_health", "writer", "handover", "--to", name]
-            command += ["--listen", f"127.0.0.1:{ports[name]}"]
-            command += ["--node", f"{name}={node.address()}"]
-            command += ["--user", AGENT_USER, "--password-file", bed.password_file, "--writer"]
-            done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
-            if done.returncode != 0:
-                raise RuntimeError(f"writer handover failed: {done.stderr.strip()}")
-
-        for node in bed.nodes:
-            start_agent(node.name)
-        backends = [
-            Backend(n.name, n.host, n.port, agent_port=agents[n.name].port) for n in bed.nodes
-        ]
+        backends = agents.backends()
         listeners = [
             Listener("lb_health", "health", free_port(), backends),
             Listener("lb_writer", "writer", free_port(), backends),
         ]
 
-        def writer() -> str:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                found = [n for n, a in agents.items() if _common.get(a.port, "/writer")[0] == 200]
-                if len(found) == 1:
-                    return found[0]
-                time.sleep(0.1)
-            raise RuntimeError("no single writer within 30 s")
-
         def whole() -> None:
-            for node in bed.nodes:
-                if node.frozen:
-                    node.thaw()
-                if not node.is_running():
-                    node.start()
-            for node in bed.nodes:
-                node.wait_synced(timeout=180)
-            deadline = time.monotonic() + 120
-            while any(n.status("wsrep_cluster_size") != "3" for n in bed.nodes):
-                if time.monotonic() > deadline:
-                    raise RuntimeError("cluster not whole")
-                time.sleep(0.25)
-            for name, agent in list(agents.items()):
-                if agent.process.poll() is not None:
-                    start_agent(name)
-                agents[name].wait_for(lambda a: a.status == 200, "/health", timeout=60)
+            agents.whole()
             lb.wait(
                 lambda states: all(
                     s.status == "UP" for key, s in states.items() if key[0] == "lb_health"
@@ -238,9 +169,10 @@ def main() -> int:
             )
 
         try:
+            agents.start_all()
             with HAProxy(listeners) as lb:
-                lb.wait_all_up(timeout=60)
-                writer()
+                whole()  # the read rule's servers all UP (the write rule has one)
+                agents.writer()
                 print(
                     f"\n1. {args.workers} workers, a new connection per transaction, each "
                     f"updating 2 of {args.rows} rows, {args.seconds:g} s per rule:"
@@ -271,21 +203,21 @@ def main() -> int:
                 rows = []
                 for fault in [f.strip() for f in args.faults.split(",") if f.strip()]:
                     whole()
-                    old = writer()
+                    old = agents.writer()
                     load = HotRows(lb.port("lb_writer"), args.workers, args.rows).start()
                     time.sleep(args.warm)
                     injected = time.monotonic()
                     node = bed.node(old)
-                    marker = os.path.join(state[old], "maintenance")
+                    marker = agents.maintenance_file(old)
                     if fault == "maintenance":
                         open(marker, "w").close()
                     elif fault == "handover":
                         target = next(n.name for n in bed.nodes if n.name != old)
-                        handover(target)
+                        agents.handover(target)
                     elif fault == "drain":
-                        os.kill(agents[old].pid, signal.SIGTERM)
+                        os.kill(agents.agents[old].pid, signal.SIGTERM)
                     elif fault == "agent_killed":
-                        os.kill(agents[old].pid, signal.SIGKILL)
+                        os.kill(agents.agents[old].pid, signal.SIGKILL)
                     elif fault == "freeze":
                         node.freeze()
                     elif fault == "kill9":
@@ -296,8 +228,8 @@ def main() -> int:
                     if fault == "maintenance":
                         os.unlink(marker)
                     elif fault in ("drain", "agent_killed"):
-                        stop_agent(old)
-                        start_agent(old)
+                        agents.stop(old)
+                        agents.start(old)
                     elif fault == "freeze":
                         node.thaw()
                     window = [r for r in results if injected <= r.at <= ended]
@@ -329,8 +261,7 @@ def main() -> int:
                     )
                 )
         finally:
-            for name in agents:
-                stop_agent(name)
+            agents.stop_all()
     return 0
 
 
