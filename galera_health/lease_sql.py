@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from mysql.connector import errorcode
 from mysql.connector import errors as myerrors
 
-from .config import LEASE_STATEMENT_TIMEOUT, Credentials, NodeAddress, NodeSettings, Timeouts
+from .config import LEASE_STATEMENT_TIMEOUT, NodeSettings, Timeouts
 from .lease import (
     Acquire,
     Failure,
@@ -32,7 +32,7 @@ from .lease import (
     RequestHandover,
     Step,
 )
-from .session import Connector, Session, classify_error, first_line, server_side
+from .session import Connector, OnSession, Session, classify_error, first_line, server_side
 
 T = TypeVar("T")
 
@@ -166,7 +166,7 @@ def classify(exc: BaseException, user: str, timeouts: Timeouts, connecting: bool
     return Failure(error.kind, first_line(error.detail))
 
 
-class LeaseClient:
+class LeaseClient(OnSession):
     """Runs the steps of lease.py over the node's lease session (the writer account, the lease
     deadlines). Not thread-safe on purpose: only the node's lease job uses it."""
 
@@ -190,18 +190,6 @@ class LeaseClient:
         self.validity = node.writer_validity
         self.identity: Identity | None = None
         self._last_failure: Failure | None = None  # the refused login a backoff waits out
-
-    @property
-    def address(self) -> NodeAddress:
-        return self.session.address
-
-    @property
-    def credentials(self) -> Credentials:
-        return self.session.credentials
-
-    @property
-    def timeouts(self) -> Timeouts:
-        return self.session.timeouts
 
     @property
     def interval(self) -> float:

@@ -12,7 +12,7 @@ from mysql.connector import errors as myerrors
 
 from .config import Credentials, NodeAddress, NodeSettings, Timeouts, Tls
 from .facts import STATUS_NAMES, VARIABLE_NAMES
-from .session import Connector, Session
+from .session import Connector, OnSession, Session
 from .verdict import Observation, ProbeError, Snapshot
 
 
@@ -31,7 +31,7 @@ POLL_QUERY = (
 )
 
 
-class NodeProbe:
+class NodeProbe(OnSession):
     """Owns the health poll's session to one node. Not thread-safe on purpose: the scheduler
     never runs two polls of one node at once, so one connection per node is a fact, not a
     hope."""
@@ -52,18 +52,6 @@ class NodeProbe:
         )
         self._provider_options: str | None = None
         self._last_error: ProbeError | None = None  # the refused login a backoff waits out
-
-    @property
-    def address(self) -> NodeAddress:
-        return self.session.address
-
-    @property
-    def credentials(self) -> Credentials:
-        return self.session.credentials
-
-    @property
-    def timeouts(self) -> Timeouts:
-        return self.session.timeouts
 
     def _setup(self, cursor: Any) -> str | None:
         # A global wsrep_sync_wait would make SHOW STATUS wait (error 1205); a client read

@@ -300,3 +300,22 @@ class Session:
     def note_success(self) -> None:
         self._failures_in_backoff = 0
         self._backing_off = False
+
+
+class OnSession:
+    """What an owner of a session (the health probe, the lease client) shows of it: the node,
+    the account and the deadlines it was built from, read by the poller, logs and tests."""
+
+    session: Session
+
+    @property
+    def address(self) -> NodeAddress:
+        return self.session.address
+
+    @property
+    def credentials(self) -> Credentials:
+        return self.session.credentials
+
+    @property
+    def timeouts(self) -> Timeouts:
+        return self.session.timeouts
