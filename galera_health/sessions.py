@@ -11,7 +11,14 @@ client accounts named in writer_users, once per loss of the role.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
+
+# "GRANT PROCESS, CONNECTION ADMIN ON *.* TO `w`@`%`": a global grant line of SHOW GRANTS
+GLOBAL_GRANT = re.compile(r"^GRANT (.+?) ON \*\.\* TO ")
+# what ALL PRIVILEGES on *.* stands for, of the privileges a kill needs
+ALL = frozenset({"PROCESS", "CONNECTION ADMIN", "SUPER"})
 
 # After a kill that failed for a reason that may pass (the node frozen, the connection lost),
 # the next try comes this many seconds later; a missing privilege is not retried.
@@ -78,3 +85,16 @@ def reported(report: KillReport, killed: int, problem: str | None, wall: float) 
         problem=problem,
         failures_total=report.failures_total + (1 if problem is not None else 0),
     )
+
+
+def global_privileges(grants: Iterable[str]) -> frozenset[str]:
+    """The global privileges in SHOW GRANTS' lines: the account's own and its enabled roles'
+    (what the server checks), upper case; ALL PRIVILEGES stands for the ones a kill needs."""
+    held: set[str] = set()
+    for line in grants:
+        found = GLOBAL_GRANT.match(line)
+        if found is not None:
+            held.update(p.strip().upper() for p in found.group(1).split(","))
+    if "ALL PRIVILEGES" in held:
+        held |= ALL
+    return frozenset(held)

@@ -34,12 +34,9 @@ LIST = (
     "AND ID <> CONNECTION_ID() AND COMMAND NOT IN "
     "('Daemon', 'Binlog Dump', 'Slave_IO', 'Slave_SQL', 'Slave_worker')"
 )
-# The account's own global privileges (information_schema shows a non-admin only its own).
-PRIVILEGES = (
-    "SELECT PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES WHERE GRANTEE = CONCAT("
-    "'''', SUBSTRING_INDEX(CURRENT_USER(), '@', 1), '''@''', "
-    "SUBSTRING_INDEX(CURRENT_USER(), '@', -1), '''')"
-)
+# The account's grants and those of its enabled roles (a default role, and roles granted to it,
+# are included; information_schema.USER_PRIVILEGES shows a non-admin only its direct grants).
+PRIVILEGES = "SHOW GRANTS"
 NEEDED = "PROCESS, CONNECTION ADMIN ON *.*"
 # All kills of one loss of the role within this long; what is left is killed at the next try.
 KILL_DEADLINE = 2.0
@@ -51,10 +48,14 @@ class NotPermitted(Exception):
     """The writer account lacks what killing others' sessions needs: one line with the fix."""
 
 
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, (bytes, bytearray)) else str(value)
+
+
 def missing_privileges(cursor: Any, user: str) -> str | None:
     """None when the writer account may see and kill other accounts' sessions, else one line."""
     cursor.execute(PRIVILEGES)
-    held = {str(row[0]).upper() for row in cursor.fetchall()}
+    held = sessions.global_privileges(_text(row[0]) for row in cursor.fetchall())
     missing = []
     if "PROCESS" not in held:
         missing.append("PROCESS")

@@ -22,6 +22,7 @@ from typing import Any
 import mysql.connector
 import pytest
 
+from galera_health.sessions_sql import kill_sessions, missing_privileges
 from galera_health.testbed import GaleraTestbed
 from testkit.agent import AgentProcess, stop_all
 from testkit.haproxy import Backend, HAProxy, Listener, free_port
@@ -295,6 +296,57 @@ def test_what_mariadb_asks_to_see_and_kill_other_accounts_sessions(
         client.close()
         node.sql(
             f"DROP USER IF EXISTS 'gh_process_only'@'localhost', 'gh_process_only'@'{cluster.host}'"
+        )
+
+
+def test_privileges_through_a_default_role_count_a_role_not_enabled_does_not(bed: Bed) -> None:
+    """A DBA who grants PROCESS and CONNECTION ADMIN through a role: the check reads what the
+    server checks (SHOW GRANTS: the account's and its enabled roles'), so a default role (and a
+    role granted to it) counts and the account can see and kill another's session; a role
+    granted but not enabled does not count, and is reported."""
+    cluster = bed.cluster
+    node = cluster.nodes[0]
+    password = Path(cluster.password_file).read_text().strip()
+    hosts = ("localhost", cluster.host)
+    statements = ["CREATE ROLE gh_kill_outer", "CREATE ROLE gh_kill_inner",
+                  "GRANT PROCESS ON *.* TO gh_kill_outer",
+                  "GRANT CONNECTION ADMIN ON *.* TO gh_kill_inner",
+                  "GRANT gh_kill_inner TO gh_kill_outer"]  # fmt: skip
+    for user in ("gh_role_default", "gh_role_off"):
+        for host in hosts:
+            statements += [f"CREATE USER '{user}'@'{host}' IDENTIFIED BY '{password}'",
+                           f"GRANT gh_kill_outer TO '{user}'@'{host}'"]  # fmt: skip
+    statements += [f"SET DEFAULT ROLE gh_kill_outer FOR 'gh_role_default'@'{h}'" for h in hosts]
+    node.sql("; ".join(statements))
+    client = mysql.connector.connect(
+        host="127.0.0.1", port=node.port, user=CLIENT[0], password=CLIENT[1], connection_timeout=5
+    )
+    try:
+        found = {}
+        for user in ("gh_role_default", "gh_role_off"):
+            admin = mysql.connector.connect(
+                host="127.0.0.1", port=node.port, user=user, password=password,
+                connection_timeout=5,
+            )  # fmt: skip
+            try:
+                cursor = admin.cursor()
+                found[user] = missing_privileges(cursor, user)
+                if found[user] is None:
+                    killed, problem = kill_sessions(cursor, [CLIENT[0]], user)
+                    assert killed >= 1 and problem is None, (killed, problem)
+            finally:
+                admin.close()
+        assert found["gh_role_default"] is None, found
+        assert "lacks PROCESS and CONNECTION ADMIN" in str(found["gh_role_off"]), found
+        with pytest.raises(mysql.connector.Error):  # it was killed
+            client.cursor().execute("SELECT 1")
+    finally:
+        with contextlib.suppress(Exception):
+            client.close()
+        node.sql(
+            "DROP USER IF EXISTS "
+            + ", ".join(f"'{u}'@'{h}'" for u in ("gh_role_default", "gh_role_off") for h in hosts)
+            + "; DROP ROLE IF EXISTS gh_kill_outer; DROP ROLE IF EXISTS gh_kill_inner"
         )
 
 

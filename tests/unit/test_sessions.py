@@ -109,3 +109,20 @@ def test_writer_users_settings(tmp_path: Path) -> None:
             load_settings({**base, **writer, "writer_users": users}, {})
     with pytest.raises(ConfigError, match="writer_users needs writer = true"):
         load_settings({**base, "writer": False, "writer_users": "app"}, {})
+
+
+def test_global_privileges_read_show_grants_own_and_roles_lines() -> None:
+    """SHOW GRANTS as MariaDB 10.11 prints it for an account with a default role that has a
+    role of its own (tests/integration/test_writer_sessions.py runs the real one)."""
+    lines = [
+        "GRANT `gh_killer` TO `rw`@`127.0.0.1`",
+        "GRANT USAGE ON *.* TO `rw`@`127.0.0.1` IDENTIFIED BY PASSWORD '*D8218'",
+        "GRANT `gh_inner` TO `gh_killer`",
+        "GRANT process, CONNECTION ADMIN ON *.* TO `gh_killer`",
+        "GRANT SELECT, UPDATE ON `galera_health`.* TO `rw`@`127.0.0.1`",
+        "SET DEFAULT ROLE `gh_killer` FOR `rw`@`127.0.0.1`",
+    ]
+    assert sessions.global_privileges(lines) == {"USAGE", "PROCESS", "CONNECTION ADMIN"}
+    assert sessions.global_privileges(["GRANT SUPER ON `x`.* TO `w`@`%`"]) == set()
+    everything = ["GRANT ALL PRIVILEGES ON *.* TO `root`@`localhost` WITH GRANT OPTION"]
+    assert {"PROCESS", "CONNECTION ADMIN"} <= sessions.global_privileges(everything)
