@@ -58,7 +58,8 @@ WRITER_DONOR_GRACE = 2.0
 # load balancer's detection, so a pool reconnects through it to the new writer and not to this
 # node again. Azure's probe runs every 5 s (its minimum) and one non-200 takes the node out:
 # up to 5 s; HAProxy at the recommended inter 1s fastinter 250ms fall 2: up to 1.25 s. Plus 1 s
-# for the probe's own answer and the lease job's tick.
+# for the probe's own answer and the lease job's tick. (An Azure probe whose threshold takes two
+# failures needs 11: the README and the chart's agent.writerKillGrace say so.)
 WRITER_KILL_GRACE = 6.0
 # Seconds between polls. A fact the node reports reaches the HTTP answer within one interval plus
 # one poll: 0.25 s keeps that under 0.45 s at any phase, for 4 statements/s on the node over its

@@ -142,3 +142,8 @@ def test_writer_users_reach_the_agent_and_the_writer_account_gets_what_the_kill_
     assert "/galera/apply-accounts.sh" in mounts
     error = helm.failure(DEFAULTS, ["agent.writerUsers={app}"])
     assert "agent.writerUsers needs agent.writer=true" in error
+    # the grace: the agent's default unless set (one place for the default: config.py)
+    assert "writer_kill_grace" not in rendered.agent_config()
+    tuned = helm.render(WRITER, ["agent.writerUsers={app}", "agent.writerKillGrace=11"])
+    assert tuned.agent_config()["writer_kill_grace"] == 11.0
+    assert "writerKillGrace" in helm.failure(WRITER, ["agent.writerKillGrace=-1"])

@@ -270,6 +270,9 @@ writer_password_file = "{{ include "galera-health.secretDir" . }}/{{ .Values.aut
 {{- with $a.writerUsers }}
 writer_users = {{ join "," . | quote }}
 {{- end }}
+{{- if not (kindIs "invalid" $a.writerKillGrace) }}
+writer_kill_grace = {{ $a.writerKillGrace | float64 }}
+{{- end }}
 {{- end }}
 {{- if not (kindIs "invalid" $a.status.port) }}
 status_listen = "0.0.0.0:{{ $a.status.port }}"
