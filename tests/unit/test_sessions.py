@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from galera_health import sessions
+from galera_health import sessions, sessions_sql
 from galera_health.config import WRITER_KILL_GRACE, ConfigError, load_settings
 from galera_health.sessions import KillClock, KillReport
 
@@ -126,3 +126,46 @@ def test_global_privileges_read_show_grants_own_and_roles_lines() -> None:
     assert sessions.global_privileges(["GRANT SUPER ON `x`.* TO `w`@`%`"]) == set()
     everything = ["GRANT ALL PRIVILEGES ON *.* TO `root`@`localhost` WITH GRANT OPTION"]
     assert {"PROCESS", "CONNECTION ADMIN"} <= sessions.global_privileges(everything)
+
+
+class ScriptedCursor:
+    """The statements kill_sessions sends, answered as MariaDB answered them when a KILL met a
+    thread Galera was aborting at that moment: accepted, not acted on (the bench saw it; a test
+    cannot make the server do it on cue)."""
+
+    def __init__(self, survivors: list[list[int]]) -> None:
+        self.survivors = survivors  # what each look at the killed ones finds alive
+        self.sent: list[str] = []
+        self.rows: list[tuple[object, ...]] = []
+
+    def execute(self, statement: str, params: object = None) -> None:
+        self.sent.append(statement)
+        if statement == "SHOW GRANTS":
+            self.rows = [("GRANT PROCESS, CONNECTION ADMIN ON *.* TO `w`@`%`",)]
+        elif statement.startswith("SELECT ID FROM information_schema.PROCESSLIST WHERE USER"):
+            self.rows = [(11,), (12,)]
+        elif "COMMAND <> 'Killed'" in statement:
+            self.rows = [(i,) for i in self.survivors.pop(0)]
+        else:
+            self.rows = []
+
+    def fetchall(self) -> list[tuple[object, ...]]:
+        return self.rows
+
+
+def test_a_kill_the_server_did_not_act_on_is_sent_again() -> None:
+    cursor = ScriptedCursor(survivors=[[12], []])
+    naps: list[float] = []
+    assert sessions_sql.kill_sessions(cursor, ["app"], "w", sleep=naps.append) == (2, None)
+    kills = [s for s in cursor.sent if s.startswith("KILL")]
+    assert kills == ["KILL CONNECTION 11", "KILL CONNECTION 12", "KILL CONNECTION 12"]
+    assert naps == [sessions_sql.RECHECK_SECONDS]
+
+
+def test_a_session_that_outlives_every_kill_is_reported_and_tried_again_later() -> None:
+    ticks = iter(float(t) for t in range(100))
+    cursor = ScriptedCursor(survivors=[[12]] * 100)
+    killed, problem = sessions_sql.kill_sessions(
+        cursor, ["app"], "w", clock=lambda: next(ticks) * 0.5, sleep=lambda _: None
+    )
+    assert killed == 2 and problem is not None and "1 session(s) still alive" in problem
