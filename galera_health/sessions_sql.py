@@ -85,12 +85,13 @@ def kill_sessions(
     """Kill the sessions of `users` on this node: (how many were killed, None or why it
     stopped). Raises only what the connection raised (the caller classifies it).
 
-    A KILL the server accepted is not always acted on: MariaDB skips it for a thread that
-    Galera is aborting at that moment (a certification conflict: the pool's hot-row writes
-    meeting the new writer's), and that client then sees a 1213 and keeps its connection, on
-    the old writer (bench/writer_kill.py: 1 of 8 rounds left one of 4 pooled connections
-    alive after "killed 4"). So the killed ones are looked at again: one that neither ended
-    nor shows `Killed` is killed again, until none is left or the deadline passes."""
+    A KILL the server accepted is not always acted on (likely wsrep's one-aborter rule: a
+    thread Galera is aborting at that moment for a certification conflict, which the pool's
+    hot-row writes keep meeting, is not aborted twice), and that client then sees a 1213 and
+    keeps its connection, on the old writer (bench/writer_kill.py: 1 of 8 rounds left one of
+    4 pooled connections alive after "killed 4"). So the killed ones are looked at again: one
+    that neither ended nor shows `Killed` is killed again, until none is left or the deadline
+    passes (docs/architecture.md, "Closing the old writer's sessions")."""
     problem = missing_privileges(cursor, account)
     if problem is not None:
         raise NotPermitted(problem)
