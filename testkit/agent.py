@@ -50,6 +50,20 @@ def run_cli(
     )
 
 
+def terminate(process: subprocess.Popen[Any], grace: float) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds; by PID only, and only a process we started.
+    Returns once it has exited (reaped)."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=15)
+
+
 class ServerProcess:
     """An HTTP server process on 127.0.0.1:port, its output in a temporary log file."""
 
@@ -159,14 +173,7 @@ class ServerProcess:
 
     def stop(self, grace: float = 15.0) -> int:
         """SIGTERM, SIGKILL after `grace` seconds; the exit code. The log file is removed."""
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self.process.wait(timeout=15)
+        terminate(self.process, grace)
         if self._final_output is None:
             self._final_output = self.output()
             self.log.close()

@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -29,6 +28,7 @@ from typing import Any
 import urllib3
 
 from galera_health.testbed import free_ports
+from testkit.agent import terminate
 
 __all__ = ["AGENT_GROUP", "ROLE_RULES", "STRANGER", "KubeError", "KubeTestbed", "missing_kube"]
 
@@ -99,15 +99,7 @@ class Process:
 
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after `grace` seconds (by PID only)."""
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.pid, signal.SIGKILL)
-                self.process.wait(timeout=15)
+        terminate(self.process, grace)
         self.handle.close()
 
 
